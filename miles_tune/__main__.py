@@ -1,0 +1,3 @@
+from miles_tune.train import main
+
+raise SystemExit(main())

@@ -1,0 +1,49 @@
+"""Balancing methods: a registry of :class:`BalancingMethod` classes and the MILES rule.
+
+``create_method("miles", tau=0.2, mu=0.5)`` builds one; ``list_methods()`` names them.
+Each method's hyper-parameters are its constructor's keyword arguments, so a
+misspelt one is refused before anything trains.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from miles_tune.balance.base import BalancingMethod, EpochEvaluation, default_param_groups
+from miles_tune.registry import Registry
+
+METHODS: Registry[BalancingMethod] = Registry("balancing method")
+register_method = METHODS.register
+
+
+def create_method(name: str, **kwargs: Any) -> BalancingMethod:
+    return METHODS.create(name, **kwargs)
+
+
+def list_methods() -> list[str]:
+    return METHODS.names()
+
+
+from miles_tune.balance import unimodal, vanilla  # noqa: E402,F401  (register methods)
+from miles_tune.balance.miles import (  # noqa: E402
+    Miles,
+    MilesScheduler,
+    conditional_utilization,
+    imbalance,
+    miles_multipliers,
+)
+
+__all__ = [
+    "METHODS",
+    "BalancingMethod",
+    "EpochEvaluation",
+    "Miles",
+    "MilesScheduler",
+    "conditional_utilization",
+    "create_method",
+    "default_param_groups",
+    "imbalance",
+    "list_methods",
+    "miles_multipliers",
+    "register_method",
+]

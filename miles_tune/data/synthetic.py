@@ -1,0 +1,146 @@
+"""Built-in synthetic bimodal data with controllable imbalance (no download, seconds to build).
+
+Two modalities over K classes, designed so that joint training is greedy:
+
+- ``fast``: partially informative and memorisable. A cue equals the label with
+  probability ``p_fast`` (otherwise a uniform class); x = s_fast·P[cue] + noise in
+  ``d_fast`` dimensions. It is learnt in an epoch or two, its ceiling is
+  ≈ p_fast + (1 − p_fast)/K, and with many dimensions of per-sample noise it overfits.
+- ``slow``: fully informative but nonlinear and slow. Each class is a mixture of
+  ``k_slow`` sub-prototypes; x = g_slow·(s_slow·√d/4·P[y, sub] + noise). The small
+  gain ``g_slow`` slows learning without changing the ceiling, which ``s_slow`` sets.
+
+Joint training fits ``fast`` first and under-trains ``slow``; at the default setting
+vanilla joint training ends below ``slow`` trained alone. Class prototypes come from
+``proto_seed`` (shared by all splits); the samples of each split from ``seed``.
+
+``form="image"`` renders the same latent variables as 1×28×28 images for ResNet
+encoders: ``fast`` is a bright 4×4 patch at one of K positions (the cue) on per-sample
+noise; ``slow`` is a faint sinusoidal grating whose orientation and frequency encode
+(label, sub-prototype), with a random phase per sample, plus noise.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+
+from miles_tune.data import register_dataset
+from miles_tune.data.base import EncoderSpec, MultimodalData, TensorSplit
+
+IMAGE_SIZE = 28
+PATCH = 4
+
+
+def _unit_rows(g: torch.Generator, *shape: int) -> torch.Tensor:
+    p = torch.randn(*shape, generator=g)
+    return p / p.norm(dim=-1, keepdim=True)
+
+
+def _latents(n: int, num_classes: int, p_fast: float, k_slow: int, g: torch.Generator):
+    y = torch.randint(num_classes, (n,), generator=g)
+    informative = torch.rand(n, generator=g) < p_fast
+    cue = torch.where(informative, y, torch.randint(num_classes, (n,), generator=g))
+    sub = torch.randint(k_slow, (n,), generator=g)
+    return y, cue, sub
+
+
+def _vector_split(n, num_classes, p_fast, d_fast, s_fast, s_slow, g_slow, k_slow, d_slow, protos, g):
+    proto_fast, proto_slow = protos
+    y, cue, sub = _latents(n, num_classes, p_fast, k_slow, g)
+    fast = s_fast * proto_fast[cue] + torch.randn(n, d_fast, generator=g)  # (n, d_fast)
+    slow_signal = s_slow * math.sqrt(d_slow) / 4 * proto_slow[y, sub]  # (n, d_slow)
+    slow = g_slow * (slow_signal + torch.randn(n, d_slow, generator=g))
+    return TensorSplit({"fast": fast, "slow": slow}, y)
+
+
+def _grating_params(num_classes: int, k_slow: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(K, k) orientations in [0, π) and spatial frequencies (cycles per image)."""
+    n = num_classes * k_slow
+    idx = torch.arange(n).reshape(num_classes, k_slow)
+    theta = math.pi * ((idx * 7) % n).double() / n  # spread neighbouring ids over orientations
+    freq = 3.0 + 2.0 * (idx % 3).double()
+    return theta.float(), freq.float()
+
+
+def _image_split(n, num_classes, p_fast, s_fast, s_slow, g_slow, k_slow, g):
+    y, cue, sub = _latents(n, num_classes, p_fast, k_slow, g)
+    # fast: a bright patch at the cue's position on a per-sample noise texture
+    fast = torch.randn(n, 1, IMAGE_SIZE, IMAGE_SIZE, generator=g)
+    cells = IMAGE_SIZE // PATCH  # 7 cells a side -> up to 49 positions
+    pos = torch.randperm(cells * cells, generator=torch.Generator().manual_seed(1))[:num_classes]
+    rows, cols = (pos[cue] // cells) * PATCH, (pos[cue] % cells) * PATCH
+    for i in range(n):  # n small; vectorising this indexing is not worth the obscurity
+        fast[i, 0, rows[i] : rows[i] + PATCH, cols[i] : cols[i] + PATCH] += s_fast
+    # slow: a faint grating, orientation/frequency from (y, sub), random phase
+    theta, freq = _grating_params(num_classes, k_slow)
+    t, f = theta[y, sub], freq[y, sub]  # (n,)
+    coords = torch.linspace(0, 1, IMAGE_SIZE)
+    yy, xx = torch.meshgrid(coords, coords, indexing="ij")  # (28, 28)
+    phase = 2 * math.pi * torch.rand(n, generator=g)
+    proj = xx[None] * torch.cos(t)[:, None, None] + yy[None] * torch.sin(t)[:, None, None]  # (n, 28, 28)
+    grating = torch.sin(2 * math.pi * f[:, None, None] * proj + phase[:, None, None])
+    noise = torch.randn(n, IMAGE_SIZE, IMAGE_SIZE, generator=g)
+    slow = (g_slow * (s_slow * grating + noise)).unsqueeze(1)  # (n, 1, 28, 28)
+    return TensorSplit({"fast": fast, "slow": slow}, y)
+
+
+@register_dataset("synthetic")
+def synthetic(
+    form: Literal["vector", "image"] = "vector",
+    num_classes: int = 10,
+    n_train: int = 2000,
+    n_val: int = 2000,
+    n_test: int = 2000,
+    p_fast: float = 0.8,
+    d_fast: int = 256,
+    s_fast: float = 4.0,
+    s_slow: float = 3.0,
+    g_slow: float = 0.1,
+    k_slow: int = 4,
+    d_slow: int = 64,
+    seed: int = 0,
+    proto_seed: int = 12345,
+) -> MultimodalData:
+    if form not in ("vector", "image"):
+        raise ValueError(f"synthetic: form must be 'vector' or 'image', got {form!r}")
+    if not 0.0 <= p_fast <= 1.0:
+        raise ValueError(f"synthetic: p_fast must lie in [0, 1], got {p_fast}")
+    if form == "image" and num_classes > (IMAGE_SIZE // PATCH) ** 2:
+        raise ValueError(f"synthetic image form supports at most {(IMAGE_SIZE // PATCH) ** 2} classes")
+    for name, n in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test)):
+        if n < 1:
+            raise ValueError(f"synthetic: {name} must be >= 1, got {n}")
+    gp = torch.Generator().manual_seed(proto_seed)
+    protos = (_unit_rows(gp, num_classes, d_fast), _unit_rows(gp, num_classes, k_slow, d_slow))
+    splits = {}
+    for i, (split, n) in enumerate((("train", n_train), ("val", n_val), ("test", n_test))):
+        g = torch.Generator().manual_seed(seed * 1000 + i)
+        if form == "vector":
+            splits[split] = _vector_split(
+                n, num_classes, p_fast, d_fast, s_fast, s_slow, g_slow, k_slow, d_slow, protos, g
+            )
+        else:
+            splits[split] = _image_split(n, num_classes, p_fast, s_fast, s_slow, g_slow, k_slow, g)
+    if form == "vector":
+        encoders = {
+            "fast": EncoderSpec("mlp", {"in_dim": d_fast, "hidden_dims": (128, 128)}),
+            "slow": EncoderSpec("mlp", {"in_dim": d_slow, "hidden_dims": (128, 128)}),
+        }
+    else:
+        enc = EncoderSpec("resnet6", {"in_channels": 1, "small_input": True, "width": 16})
+        encoders = {"fast": enc, "slow": enc}
+    return MultimodalData(
+        name="synthetic",
+        modalities=("fast", "slow"),
+        task="multiclass",
+        num_classes=num_classes,
+        train=splits["train"],
+        val=splits["val"],
+        test=splits["test"],
+        encoders=encoders,
+        default_metric="acc",
+        info={"form": form, "seed": seed, "proto_seed": proto_seed},
+    )

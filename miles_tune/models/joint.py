@@ -1,0 +1,77 @@
+"""The joint-fusion network: one encoder and one linear unimodal head per modality, one fusion head.
+
+    x_m ──encoder_m──► h_m ──projection_m──► z_m ──┬──► fusion ──► multimodal logits
+                                                   └──► head_m ───► unimodal logits (per m)
+
+Projections exist only for ``sum`` fusion when encoder widths differ (they map every
+modality to one common width); otherwise they are identities. They belong to their
+modality's parameters, so a per-modality learning rate scales them with the encoder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from miles_tune.models.fusion import create_fusion
+
+
+@dataclass
+class ModelOutput:
+    logits: torch.Tensor  # (B, C) multimodal
+    unimodal: dict[str, torch.Tensor]  # modality -> (B, C)
+    features: dict[str, torch.Tensor]  # modality -> (B, d) fused features z_m
+
+
+class JointFusionModel(nn.Module):
+    def __init__(
+        self,
+        encoders: Mapping[str, nn.Module],
+        num_classes: int,
+        fusion: str = "concat",
+        fusion_width: int | None = None,
+    ) -> None:
+        super().__init__()
+        if len(encoders) < 2:
+            raise ValueError(f"a joint-fusion model needs at least two modalities, got {list(encoders)}")
+        self.modalities = tuple(encoders)
+        self.num_classes = num_classes
+        self.fusion_name = fusion
+        self.encoders = nn.ModuleDict(encoders)
+        dims = {m: int(enc.out_dim) for m, enc in encoders.items()}
+        if fusion == "sum" and (fusion_width is not None or len(set(dims.values())) > 1):
+            width = fusion_width or max(dims.values())
+            self.projections = nn.ModuleDict(
+                {m: nn.Identity() if d == width else nn.Linear(d, width) for m, d in dims.items()}
+            )
+            dims = dict.fromkeys(dims, width)
+        else:
+            self.projections = nn.ModuleDict({m: nn.Identity() for m in dims})
+        self.feature_dims = dims
+        self.fusion = create_fusion(fusion, [dims[m] for m in self.modalities], num_classes)
+        self.heads = nn.ModuleDict({m: nn.Linear(dims[m], num_classes) for m in self.modalities})
+
+    def encode(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        missing = set(self.modalities) - set(inputs)
+        if missing:
+            raise KeyError(f"inputs lack modalities {sorted(missing)}")
+        return {m: self.projections[m](self.encoders[m](inputs[m])) for m in self.modalities}
+
+    def forward(self, inputs: Mapping[str, torch.Tensor], detach_unimodal: bool = False) -> ModelOutput:
+        """``detach_unimodal``: the unimodal heads see detached features (linear probes)."""
+        z = self.encode(inputs)  # modality -> (B, d)
+        logits = self.fusion([z[m] for m in self.modalities])  # (B, C)
+        unimodal = {m: self.heads[m](z[m].detach() if detach_unimodal else z[m]) for m in self.modalities}
+        return ModelOutput(logits=logits, unimodal=unimodal, features=z)
+
+    # -- parameter partitions used by balancing methods (param groups) -----------------
+    def modality_parameters(self, modality: str) -> Iterator[nn.Parameter]:
+        """The encoder (and projection) of one modality: what a per-modality lr scales."""
+        yield from self.encoders[modality].parameters()
+        yield from self.projections[modality].parameters()
+
+    def modality_modules(self, modality: str) -> list[nn.Module]:
+        return [self.encoders[modality], self.projections[modality]]

@@ -1,0 +1,85 @@
+"""The epoch record: one structure, one flat naming scheme, used everywhere.
+
+The loop produces :class:`EpochRecord`; ``history.parquet``, Ray Tune reports,
+MLflow metrics and the analysis scripts all read :meth:`EpochRecord.flat` keys:
+
+    epoch, loss/<term>, <split>/<head>/<metric>, u/<modality>, delta, lr/<group>,
+    epoch_seconds, samples_per_second, <method>/<name> (method extras)
+
+Heads are ``mm`` (the fusion head), each modality name (its unimodal head) and,
+with three or more modalities, ``no_<modality>`` (the averaged other unimodal heads).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+SPLITS = ("train", "val", "test")
+MM = "mm"
+
+
+def metric_key(split: str, head: str, metric: str) -> str:
+    return f"{split}/{head}/{metric}"
+
+
+def without_head(modality: str) -> str:
+    return f"no_{modality}"
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    losses: dict[str, float]  # training loss per term: "total", "mm", <modality>
+    metrics: dict[str, dict[str, dict[str, float]]]  # split -> head -> metric -> value
+    u: dict[str, float]  # conditional utilisation per modality (Eq. 4)
+    delta: float  # imbalance (Eq. 5)
+    lr: dict[str, float]  # learning rate per param group, as used in this epoch
+    epoch_seconds: float
+    samples_per_second: float
+    extra: dict[str, float] = field(default_factory=dict)  # method-specific, keys "<method>/<name>"
+
+    def flat(self) -> dict[str, float]:
+        out: dict[str, Any] = {"epoch": self.epoch}
+        out.update({f"loss/{k}": v for k, v in self.losses.items()})
+        for split, heads in self.metrics.items():
+            for head, values in heads.items():
+                out.update({metric_key(split, head, k): v for k, v in values.items()})
+        out.update({f"u/{m}": v for m, v in self.u.items()})
+        out["delta"] = self.delta
+        out.update({f"lr/{g}": v for g, v in self.lr.items()})
+        out["epoch_seconds"] = self.epoch_seconds
+        out["samples_per_second"] = self.samples_per_second
+        out.update(self.extra)
+        return out
+
+    @classmethod
+    def from_flat(cls, flat: dict[str, Any]) -> EpochRecord:
+        rec = cls(
+            epoch=int(flat["epoch"]),
+            losses={},
+            metrics={},
+            u={},
+            delta=float(flat["delta"]),
+            lr={},
+            epoch_seconds=float(flat["epoch_seconds"]),
+            samples_per_second=float(flat["samples_per_second"]),
+        )
+        for key, value in flat.items():
+            parts = key.split("/")
+            if key in ("epoch", "delta", "epoch_seconds", "samples_per_second"):
+                continue
+            if parts[0] == "loss":
+                rec.losses[parts[1]] = float(value)
+            elif parts[0] in SPLITS and len(parts) == 3:
+                rec.metrics.setdefault(parts[0], {}).setdefault(parts[1], {})[parts[2]] = float(value)
+            elif parts[0] == "u":
+                rec.u[parts[1]] = float(value)
+            elif parts[0] == "lr":
+                rec.lr[parts[1]] = float(value)
+            else:
+                rec.extra[key] = float(value)
+        return rec
+
+    def metric(self, split: str, head: str, metric: str) -> float:
+        return self.metrics[split][head][metric]

@@ -1,0 +1,347 @@
+"""The joint-fusion training loop, usable without Ray.
+
+    trainer = Trainer(TrainConfig(method="miles", method_args={"tau": 0.2, "mu": 0.5}))
+    for record in trainer.run():          # one EpochRecord per epoch
+        trainer.save_checkpoint(path)     # optional; load_checkpoint(path) resumes exactly
+    print(trainer.summary())
+
+Each epoch: train on Eq. 3's loss (terms weighted by the balancing method), evaluate
+every head on train, val and test, compute u and δ (Eq. 4-5) on ``u_source``, let the
+method react (MILES changes the encoders' learning rates), and yield the record.
+The best epoch is the one with the best validation metric of the method's selection
+head (the multimodal head, except for ``unimodal``); its test metrics are the result.
+
+Command line: ``python -m miles_tune.train --dataset synthetic --method miles --out runs/x``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from miles_tune.balance import BalancingMethod, EpochEvaluation, create_method
+from miles_tune.balance.miles import conditional_utilization, imbalance
+from miles_tune.config import TrainConfig
+from miles_tune.data import MultimodalData, create_dataset, iterate_batches
+from miles_tune.metrics import check_metric, compute_metrics, loss_function, probabilities
+from miles_tune.models import JointFusionModel, create_encoder
+from miles_tune.records import MM, SPLITS, EpochRecord, metric_key, without_head
+
+CHECKPOINT_VERSION = 1
+# settings a resumed run may change without changing its results
+RESUMABLE_CHANGES = {"epochs", "device", "num_workers", "eval_batch_size"}
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; the message names the epoch and step."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def build_model(data: MultimodalData, config: TrainConfig) -> JointFusionModel:
+    encoders = {}
+    for m in data.modalities:
+        spec = dict(data.encoders[m].kwargs)
+        name = data.encoders[m].name
+        override = dict(config.encoders.get(m, {}))
+        if "name" in override and override["name"] != name:
+            name, spec = override.pop("name"), {}
+        override.pop("name", None)
+        spec.update(override)
+        encoders[m] = create_encoder(name, **spec)
+    unknown = set(config.encoders) - set(data.modalities)
+    if unknown:
+        raise ValueError(
+            f"encoder overrides for unknown modalities {sorted(unknown)}; have {data.modalities}"
+        )
+    return JointFusionModel(encoders, data.num_classes, config.fusion, config.fusion_width)
+
+
+def build_optimizer(groups: list[dict[str, Any]], config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=config.lr, betas=(0.9, 0.999), weight_decay=config.weight_decay)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.999), weight_decay=config.weight_decay)
+    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+
+
+class Trainer:
+    """Owns data, model, optimizer and method for one run; :meth:`run` yields epoch records."""
+
+    def __init__(self, config: TrainConfig, data: MultimodalData | None = None) -> None:
+        config.validate()
+        self.config = config
+        # the method first: a bad τ or μ is refused before any data is built
+        self.method: BalancingMethod = create_method(config.method, **config.method_args)
+        self.data = data if data is not None else create_dataset(config.dataset, **config.data)
+        self.metric = config.metric or self.data.default_metric
+        check_metric(self.metric, self.data.task)
+        self.method.check(self.data.modalities, config.fusion)
+        self.device = resolve_device(config.device)
+
+        seed_everything(config.seed)
+        self.model = build_model(self.data, config).to(self.device)
+        groups = self.method.param_groups(self.model, config.lr, config.heads_with_encoders)
+        self.optimizer = build_optimizer(groups, config)
+        self.method.attach(self.model, self.optimizer)
+        self.loss_fn = loss_function(self.data.task)
+
+        self.epoch = 0  # the next epoch to run
+        self.history: list[EpochRecord] = []
+        self.best_epoch: int | None = None
+        self.best_value = -math.inf
+        self.stopped_early = False
+
+    # -- the loop ---------------------------------------------------------------------
+    def run(self) -> Iterator[EpochRecord]:
+        while self.epoch < self.config.epochs and not self.stopped_early:
+            yield self.run_epoch()
+
+    def run_epoch(self) -> EpochRecord:
+        epoch, started = self.epoch, time.perf_counter()
+        lrs = {g.get("name", str(i)): g["lr"] for i, g in enumerate(self.optimizer.param_groups)}
+        losses, train_seconds = self.train_one_epoch(epoch)
+        metrics = {split: self.evaluate(split) for split in SPLITS}
+
+        multimodal = metrics[self.config.u_source][MM][self.metric]
+        without = {
+            m: metrics[self.config.u_source][self.without_head(m)][self.metric] for m in self.modalities
+        }
+        u = conditional_utilization(multimodal, without)
+        evaluation = EpochEvaluation(
+            epoch, metrics, self.metric, self.config.u_source, multimodal, without, u, imbalance(u)
+        )
+        self.method.on_epoch_end(evaluation)  # may change learning rates for the next epoch
+
+        record = EpochRecord(
+            epoch=epoch,
+            losses=losses,
+            metrics=metrics,
+            u=u,
+            delta=evaluation.delta,
+            lr=lrs,
+            epoch_seconds=time.perf_counter() - started,
+            samples_per_second=len(self.data.train) / max(train_seconds, 1e-9),
+            extra=self.method.record_extra(),
+        )
+        value = metrics["val"][self.method.selection_head][self.metric]
+        if value > self.best_value:
+            self.best_value, self.best_epoch = value, epoch
+        self.history.append(record)
+        self.epoch += 1
+        self.stopped_early = self.method.should_stop()
+        return record
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return self.data.modalities
+
+    def without_head(self, modality: str) -> str:
+        """The head that predicts without ``modality``: the other unimodal head, or their average."""
+        if len(self.modalities) == 2:
+            return next(m for m in self.modalities if m != modality)
+        return without_head(modality)
+
+    def train_one_epoch(self, epoch: int) -> tuple[dict[str, float], float]:
+        """One pass over the training set; returns mean loss per term and seconds spent."""
+        cfg, model, method = self.config, self.model, self.method
+        model.train()
+        method.on_train_epoch_start(epoch)
+        weights = method.loss_weights()
+        detach = not method.aux_losses
+        sums = torch.zeros(len(self.modalities) + 2, dtype=torch.float64)  # total, mm, per modality
+        n_seen = 0
+        started = time.perf_counter()
+        batches = iterate_batches(
+            self.data.train,
+            cfg.batch_size,
+            shuffle=True,
+            seed=cfg.seed * 1_000_003 + epoch,
+            num_workers=cfg.num_workers,
+            device=self.device,
+        )
+        for step, (inputs, labels) in enumerate(batches):
+            out = model(inputs, detach_unimodal=detach)
+            terms = [self.loss_fn(out.logits, labels)] + [
+                self.loss_fn(out.unimodal[m], labels) for m in self.modalities
+            ]  # mm, then one per modality
+            loss = weights[MM] * terms[0] + sum(
+                weights[m] * t for m, t in zip(self.modalities, terms[1:], strict=True)
+            )
+            value = loss.item()
+            if not math.isfinite(value):
+                raise NonFiniteLossError(f"non-finite training loss ({value}) at epoch {epoch}, step {step}")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            method.on_after_backward(out, labels, epoch, step)
+            self.optimizer.step()
+            n = len(labels)
+            n_seen += n
+            sums += n * torch.tensor([value] + [t.item() for t in terms], dtype=torch.float64)
+        seconds = time.perf_counter() - started
+        means = (sums / max(n_seen, 1)).tolist()
+        losses = {"total": means[0], MM: means[1]}
+        losses.update(dict(zip(self.modalities, means[2:], strict=True)))
+        return losses, seconds
+
+    @torch.no_grad()
+    def evaluate(self, split: str) -> dict[str, dict[str, float]]:
+        """Loss and every metric of every head on one split (eval mode)."""
+        model = self.model
+        model.eval()
+        logits: dict[str, list[torch.Tensor]] = {h: [] for h in (MM, *self.modalities)}
+        labels: list[torch.Tensor] = []
+        for inputs, y in iterate_batches(
+            self.data.split(split), self.config.eval_batch_size, device=self.device
+        ):
+            out = model(inputs)
+            logits[MM].append(out.logits.float().cpu())
+            for m in self.modalities:
+                logits[m].append(out.unimodal[m].float().cpu())
+            labels.append(y.cpu())
+        y_all = torch.cat(labels)
+        cat = {h: torch.cat(v) for h, v in logits.items()}
+        probs = {h: probabilities(v, self.data.task) for h, v in cat.items()}
+        result = {}
+        for head, lg in cat.items():
+            result[head] = compute_metrics(probs[head], y_all, self.data.task)
+            result[head]["loss"] = self.loss_fn(lg, y_all).item()
+        if len(self.modalities) > 2:
+            for m in self.modalities:
+                others = torch.stack([probs[o] for o in self.modalities if o != m]).mean(0)
+                result[without_head(m)] = compute_metrics(others, y_all, self.data.task)
+        return result
+
+    # -- results ----------------------------------------------------------------------
+    @property
+    def selection_key(self) -> str:
+        return metric_key("val", self.method.selection_head, self.metric)
+
+    def best_record(self) -> EpochRecord | None:
+        if self.best_epoch is None:
+            return None
+        return next(r for r in self.history if r.epoch == self.best_epoch)
+
+    def summary(self) -> dict[str, Any]:
+        best = self.best_record()
+        flat = best.flat() if best else {}
+        return {
+            "config": self.config.to_dict(),
+            "dataset": self.data.name,
+            "modalities": list(self.modalities),
+            "metric": self.metric,
+            "selection": self.selection_key,
+            "epochs_run": self.epoch,
+            "stopped_early": self.stopped_early,
+            "best_epoch": self.best_epoch,
+            "best": {k: v for k, v in flat.items() if k.split("/")[0] in ("val", "test")},
+            "seconds": sum(r.epoch_seconds for r in self.history),
+        }
+
+    # -- checkpoints ------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "version": CHECKPOINT_VERSION,
+            "config": self.config.to_dict(),
+            "epoch": self.epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "method": self.method.state_dict(),
+            "history": [r.flat() for r in self.history],
+            "best_epoch": self.best_epoch,
+            "best_value": self.best_value,
+            "stopped_early": self.stopped_early,
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "numpy": np.random.get_state(),
+                "python": random.getstate(),
+            },
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("version") != CHECKPOINT_VERSION:
+            raise ValueError(f"checkpoint version {state.get('version')} != {CHECKPOINT_VERSION}")
+        saved, current = state["config"], self.config.to_dict()
+        changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k])
+        if changed:
+            raise ValueError(f"checkpoint was written with a different config; differs in {changed}")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.method.load_state_dict(state["method"])
+        self.epoch = int(state["epoch"])
+        self.history = [EpochRecord.from_flat(r) for r in state["history"]]
+        self.best_epoch, self.best_value = state["best_epoch"], state["best_value"]
+        self.stopped_early = bool(state["stopped_early"])
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        np.random.set_state(rng["numpy"])
+        random.setstate(rng["python"])
+
+    def save_checkpoint(self, path: str | os.PathLike) -> None:
+        """Atomic write: a crash mid-save never leaves a truncated checkpoint behind."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        torch.save(self.state_dict(), tmp)
+        os.replace(tmp, path)
+
+    def load_checkpoint(self, path: str | os.PathLike) -> None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no checkpoint at {path}")
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=False)
+        except Exception as exc:  # truncated or foreign file
+            raise ValueError(f"cannot read checkpoint {path}: {exc}") from exc
+        self.load_state_dict(state)
+
+
+def write_history(records: list[EpochRecord], path: str | os.PathLike) -> None:
+    """Per-epoch records as Parquet, one column per flat key."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [r.flat() for r in records]
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    table = pa.table({k: [row.get(k) for row in rows] for k in columns})
+    pq.write_table(table, path)
+
+
+def read_history(path: str | os.PathLike) -> list[EpochRecord]:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    return [
+        EpochRecord.from_flat({k: v for k, v in row.items() if v is not None}) for row in table.to_pylist()
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    from miles_tune.cli import train_main
+
+    return train_main(argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
