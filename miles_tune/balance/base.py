@@ -76,6 +76,11 @@ class BalancingMethod:
     #: which head's validation metric selects the best epoch
     selection_head: str = MM
 
+    @classmethod
+    def example_args(cls, modalities: Sequence[str]) -> dict[str, Any]:
+        """Arguments for a smoke run on ``modalities`` (the registry-wide tests use them)."""
+        return {}
+
     def check(self, modalities: Sequence[str], fusion: str) -> None:
         """Raise ``ValueError`` if this method cannot run on this setup."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from miles_tune.balance import register_method
 from miles_tune.balance.base import BalancingMethod
@@ -23,6 +24,10 @@ class Unimodal(BalancingMethod):
     def __init__(self, modality: str) -> None:
         self.modality = modality
         self.selection_head = modality
+
+    @classmethod
+    def example_args(cls, modalities: Sequence[str]) -> dict[str, Any]:
+        return {"modality": modalities[-1]}
 
     def check(self, modalities: Sequence[str], fusion: str) -> None:
         if self.modality not in modalities:
