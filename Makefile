@@ -1,0 +1,43 @@
+# Two commands set everything up on a fresh machine:
+#   make demo   -- a MILES run on the built-in synthetic data
+#   make test   -- the test suite (slow tests excluded; `make test-all` runs them too)
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Without a GPU, install the CPU build of torch first (this pin resolves to the local CPU
+# wheel where one is provided, instead of the multi-GB CUDA build); with a GPU, the
+# default CUDA build. Override with e.g. `make test TORCH_SPEC=torch==2.5.1`.
+TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch>=2.2" || echo "torch==2.13.0")
+PYTEST_ARGS ?=
+
+.PHONY: venv demo test test-all lint bench table clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -e ".[test,lint]"
+	touch $@
+
+venv: $(BIN)/.installed
+
+demo: venv
+	$(BIN)/python -m miles_tune.train --dataset synthetic --method miles --fusion concat \
+		--epochs 30 --lr 1e-3 --tau 0.05 --mu 0.1 --seed 0 --out runs/demo
+
+test: venv
+	$(BIN)/python -m pytest -m "not slow" -q $(PYTEST_ARGS)
+
+test-all: venv
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check .
+
+bench: venv
+	$(BIN)/python benchmarks/bench_train.py
+
+table: venv
+	$(BIN)/python analysis/greedy_table.py --seeds 0 1 2 --epochs 40 --out analysis/results/greedy_vector.json
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
