@@ -140,9 +140,9 @@ def test_utilization_properties(mm: float, wa: float, wb: float, wc: float) -> N
     # u is scale-free: the same ratios give the same u
     scaled = conditional_utilization(mm / 2, {"a": wa / 2, "b": wb / 2, "c": wc / 2})
     assert scaled == pytest.approx(u)
-    # a better "without" metric means less utilisation
-    if wa < wb:
-        assert u["a"] > u["b"]
+    # a better "without" metric never means more utilisation
+    if wa <= wb:
+        assert u["a"] >= u["b"]
 
 
 @settings(max_examples=200, deadline=None)
