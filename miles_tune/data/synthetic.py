@@ -32,6 +32,11 @@ from miles_tune.data.base import EncoderSpec, MultimodalData, TensorSplit
 
 IMAGE_SIZE = 28
 PATCH = 4
+# Strengths used when the caller passes None; the vector values are the original calibration.
+_DEFAULTS = {
+    "vector": {"s_fast": 4.0, "s_slow": 3.0, "g_slow": 0.1},
+    "image": {"s_fast": 4.0, "s_slow": 3.0, "g_slow": 1.0},
+}
 
 
 def _unit_rows(g: torch.Generator, *shape: int) -> torch.Tensor:
@@ -65,15 +70,24 @@ def _grating_params(num_classes: int, k_slow: int) -> tuple[torch.Tensor, torch.
     return theta.float(), freq.float()
 
 
-def _image_split(n, num_classes, p_fast, s_fast, s_slow, g_slow, k_slow, g):
-    y, cue, sub = _latents(n, num_classes, p_fast, k_slow, g)
-    # fast: a bright patch at the cue's position on a per-sample noise texture
-    fast = torch.randn(n, 1, IMAGE_SIZE, IMAGE_SIZE, generator=g)
+def _cue_templates(num_classes: int, gp: torch.Generator) -> torch.Tensor:
+    """(K, 28, 28): cue c's ±1 glyph in the PATCH×PATCH cell at its position, zeros elsewhere."""
     cells = IMAGE_SIZE // PATCH  # 7 cells a side -> up to 49 positions
-    pos = torch.randperm(cells * cells, generator=torch.Generator().manual_seed(1))[:num_classes]
-    rows, cols = (pos[cue] // cells) * PATCH, (pos[cue] % cells) * PATCH
-    for i in range(n):  # n small; vectorising this indexing is not worth the obscurity
-        fast[i, 0, rows[i] : rows[i] + PATCH, cols[i] : cols[i] + PATCH] += s_fast
+    pos = torch.randperm(cells * cells, generator=gp)[:num_classes]
+    codes = torch.randperm(2 ** (PATCH * PATCH), generator=gp)[:num_classes]  # distinct glyphs
+    bits = (codes[:, None] >> torch.arange(PATCH * PATCH)) & 1
+    glyphs = (2.0 * bits - 1.0).reshape(num_classes, PATCH, PATCH)
+    templates = torch.zeros(num_classes, IMAGE_SIZE, IMAGE_SIZE)
+    for c in range(num_classes):  # K <= 49 tiny copies
+        r, q = int(pos[c]) // cells * PATCH, int(pos[c]) % cells * PATCH
+        templates[c, r : r + PATCH, q : q + PATCH] = glyphs[c]
+    return templates
+
+
+def _image_split(n, num_classes, p_fast, s_fast, s_slow, g_slow, k_slow, templates, g):
+    y, cue, sub = _latents(n, num_classes, p_fast, k_slow, g)
+    # fast: the cue's glyph at the cue's position on a per-sample noise texture
+    fast = (torch.randn(n, IMAGE_SIZE, IMAGE_SIZE, generator=g) + s_fast * templates[cue]).unsqueeze(1)
     # slow: a faint grating, orientation/frequency from (y, sub), random phase
     theta, freq = _grating_params(num_classes, k_slow)
     t, f = theta[y, sub], freq[y, sub]  # (n,)
@@ -96,9 +110,9 @@ def synthetic(
     n_test: int = 2000,
     p_fast: float = 0.8,
     d_fast: int = 256,
-    s_fast: float = 4.0,
-    s_slow: float = 3.0,
-    g_slow: float = 0.1,
+    s_fast: float | None = None,
+    s_slow: float | None = None,
+    g_slow: float | None = None,
     k_slow: int = 4,
     d_slow: int = 64,
     seed: int = 0,
@@ -106,6 +120,10 @@ def synthetic(
 ) -> MultimodalData:
     if form not in ("vector", "image"):
         raise ValueError(f"synthetic: form must be 'vector' or 'image', got {form!r}")
+    defaults = _DEFAULTS[form]
+    s_fast = defaults["s_fast"] if s_fast is None else s_fast
+    s_slow = defaults["s_slow"] if s_slow is None else s_slow
+    g_slow = defaults["g_slow"] if g_slow is None else g_slow
     if not 0.0 <= p_fast <= 1.0:
         raise ValueError(f"synthetic: p_fast must lie in [0, 1], got {p_fast}")
     if form == "image" and num_classes > (IMAGE_SIZE // PATCH) ** 2:
@@ -115,6 +133,7 @@ def synthetic(
             raise ValueError(f"synthetic: {name} must be >= 1, got {n}")
     gp = torch.Generator().manual_seed(proto_seed)
     protos = (_unit_rows(gp, num_classes, d_fast), _unit_rows(gp, num_classes, k_slow, d_slow))
+    templates = _cue_templates(num_classes, gp) if form == "image" else None
     splits = {}
     for i, (split, n) in enumerate((("train", n_train), ("val", n_val), ("test", n_test))):
         g = torch.Generator().manual_seed(seed * 1000 + i)
@@ -123,7 +142,9 @@ def synthetic(
                 n, num_classes, p_fast, d_fast, s_fast, s_slow, g_slow, k_slow, d_slow, protos, g
             )
         else:
-            splits[split] = _image_split(n, num_classes, p_fast, s_fast, s_slow, g_slow, k_slow, g)
+            splits[split] = _image_split(
+                n, num_classes, p_fast, s_fast, s_slow, g_slow, k_slow, templates, g
+            )
     if form == "vector":
         encoders = {
             "fast": EncoderSpec("mlp", {"in_dim": d_fast, "hidden_dims": (128, 128)}),

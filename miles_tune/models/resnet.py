@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -237,112 +237,52 @@ class ResNet(nn.Module):
 # in a config before anything is built.
 
 
-@register_encoder("resnet6")
-def resnet6(
-    *,
-    in_channels: int = 3,
-    small_input: bool = False,
-    width: int = 64,
-    zero_init_residual: bool = False,
-    num_classes: int | None = None,
-) -> ResNet:
-    """Two BasicBlock stages (layer1, layer2 only): a tiny encoder for small data; out_dim 2*width."""
-    return ResNet(
-        BasicBlock,
-        [1, 1],
-        in_channels=in_channels,
-        small_input=small_input,
-        width=width,
-        zero_init_residual=zero_init_residual,
-        num_classes=num_classes,
-    )
+# name -> (block, blocks per stage, what it is); ResNet-6/-10 are not defined by the MILES
+# paper: these are the common readings (two stages of one block; four stages of one block).
+ARCHITECTURES: dict[str, tuple[type[nn.Module], list[int], str]] = {
+    "resnet6": (BasicBlock, [1, 1], "two BasicBlock stages (layer1, layer2 only); out_dim 2*width"),
+    "resnet10": (BasicBlock, [1, 1, 1, 1], "one BasicBlock per stage, four stages; out_dim 8*width"),
+    "resnet18": (BasicBlock, [2, 2, 2, 2], "ResNet-18; out_dim 8*width"),
+    "resnet34": (BasicBlock, [3, 4, 6, 3], "ResNet-34; out_dim 8*width"),
+    "resnet50": (Bottleneck, [3, 4, 6, 3], "ResNet-50 v1.5; out_dim 32*width (2048 at width 64)"),
+}
 
 
-@register_encoder("resnet10")
-def resnet10(
-    *,
-    in_channels: int = 3,
-    small_input: bool = False,
-    width: int = 64,
-    zero_init_residual: bool = False,
-    num_classes: int | None = None,
-) -> ResNet:
-    """One BasicBlock per stage, four stages; out_dim 8*width."""
-    return ResNet(
-        BasicBlock,
-        [1, 1, 1, 1],
-        in_channels=in_channels,
-        small_input=small_input,
-        width=width,
-        zero_init_residual=zero_init_residual,
-        num_classes=num_classes,
-    )
+def _factory(name: str) -> Callable[..., ResNet]:
+    """Build and register the factory for one architecture (its keyword arguments are checked)."""
+    block, layers, doc = ARCHITECTURES[name]
+
+    def build(
+        *,
+        in_channels: int = 3,
+        small_input: bool = False,
+        width: int = 64,
+        zero_init_residual: bool = False,
+        num_classes: int | None = None,
+    ) -> ResNet:
+        return ResNet(
+            block,
+            layers,
+            in_channels=in_channels,
+            small_input=small_input,
+            width=width,
+            zero_init_residual=zero_init_residual,
+            num_classes=num_classes,
+        )
+
+    build.__name__ = build.__qualname__ = name
+    build.__doc__ = doc
+    return register_encoder(name)(build)
 
 
-@register_encoder("resnet18")
-def resnet18(
-    *,
-    in_channels: int = 3,
-    small_input: bool = False,
-    width: int = 64,
-    zero_init_residual: bool = False,
-    num_classes: int | None = None,
-) -> ResNet:
-    """ResNet-18 (BasicBlock [2, 2, 2, 2]); out_dim 8*width."""
-    return ResNet(
-        BasicBlock,
-        [2, 2, 2, 2],
-        in_channels=in_channels,
-        small_input=small_input,
-        width=width,
-        zero_init_residual=zero_init_residual,
-        num_classes=num_classes,
-    )
+resnet6 = _factory("resnet6")
+resnet10 = _factory("resnet10")
+resnet18 = _factory("resnet18")
+resnet34 = _factory("resnet34")
+resnet50 = _factory("resnet50")
 
 
-@register_encoder("resnet34")
-def resnet34(
-    *,
-    in_channels: int = 3,
-    small_input: bool = False,
-    width: int = 64,
-    zero_init_residual: bool = False,
-    num_classes: int | None = None,
-) -> ResNet:
-    """ResNet-34 (BasicBlock [3, 4, 6, 3]); out_dim 8*width."""
-    return ResNet(
-        BasicBlock,
-        [3, 4, 6, 3],
-        in_channels=in_channels,
-        small_input=small_input,
-        width=width,
-        zero_init_residual=zero_init_residual,
-        num_classes=num_classes,
-    )
-
-
-@register_encoder("resnet50")
-def resnet50(
-    *,
-    in_channels: int = 3,
-    small_input: bool = False,
-    width: int = 64,
-    zero_init_residual: bool = False,
-    num_classes: int | None = None,
-) -> ResNet:
-    """ResNet-50 v1.5 (Bottleneck [3, 4, 6, 3]); out_dim 32*width (2048 at width 64)."""
-    return ResNet(
-        Bottleneck,
-        [3, 4, 6, 3],
-        in_channels=in_channels,
-        small_input=small_input,
-        width=width,
-        zero_init_residual=zero_init_residual,
-        num_classes=num_classes,
-    )
-
-
-_VARIANTS = ("resnet6", "resnet10", "resnet18", "resnet34", "resnet50")
+_VARIANTS = tuple(ARCHITECTURES)
 
 
 # --- torchvision checkpoints -----------------------------------------------------------------
