@@ -48,3 +48,12 @@ def test_synthetic_is_deterministic_by_seed() -> None:
     c = create_dataset("synthetic", n_train=50, n_val=10, n_test=10, seed=4)
     assert all((a.train.inputs[m] == b.train.inputs[m]).all() for m in a.modalities)
     assert not (a.train.inputs["fast"] == c.train.inputs["fast"]).all()
+
+
+def test_synthetic_image_form_shapes() -> None:
+    data = create_dataset("synthetic", form="image", n_train=20, n_val=5, n_test=5)
+    x, y = data.train[0]
+    assert x["fast"].shape == x["slow"].shape == (1, 28, 28)
+    assert data.encoders["fast"].name == "resnet6"
+    again = create_dataset("synthetic", form="image", n_train=20, n_val=5, n_test=5)
+    assert all((data.train.inputs[m] == again.train.inputs[m]).all() for m in data.modalities)

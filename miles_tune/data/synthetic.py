@@ -14,10 +14,30 @@ Joint training fits ``fast`` first and under-trains ``slow``; at the default set
 vanilla joint training ends below ``slow`` trained alone. Class prototypes come from
 ``proto_seed`` (shared by all splits); the samples of each split from ``seed``.
 
-``form="image"`` renders the same latent variables as 1×28×28 images for ResNet
-encoders: ``fast`` is a bright 4×4 patch at one of K positions (the cue) on per-sample
-noise; ``slow`` is a faint sinusoidal grating whose orientation and frequency encode
-(label, sub-prototype), with a random phase per sample, plus noise.
+``form="image"`` renders the same latent variables as 1×28×28 images for ResNet-6
+encoders (width 16, ImageNet stem: 7×7/2 conv + max-pool, so 7×7 maps reach layer1):
+
+- ``fast``: per-sample N(0, 1) noise plus s_fast·T[cue], where T[c] is a 4×4 ±1 glyph
+  (distinct per cue) placed in one of 49 grid cells (one cell per cue); glyphs and cells
+  come from ``proto_seed``. The glyph, not only its position, identifies the cue, because
+  a globally pooled CNN barely sees absolute position: with a plain bright patch whose
+  position alone was the cue, ``fast`` alone only reached 0.56 after 15 epochs. Learnt
+  in 1 to 3 epochs; ceiling ≈ p_fast + (1 − p_fast)/K.
+- ``slow``: g_slow·(s_slow·sin(2πf⟨r, (cos θ, sin θ)⟩ + φ) + noise), a grating whose
+  orientation θ and frequency f (3, 5 or 7 cycles per image) encode (label, sub-prototype),
+  all K·k_slow orientations distinct, with a random phase φ per sample. ``s_slow`` is the
+  grating's contrast against unit noise and sets both speed and ceiling. ``g_slow`` is
+  kept for symmetry but has no effect here: the encoder's first BatchNorm removes any
+  global gain.
+
+Image defaults (used when s_fast/s_slow/g_slow are None): s_fast 4, s_slow 1, g_slow 1;
+the vector defaults are s_fast 4, s_slow 3, g_slow 0.1. Measured with n_train 2000,
+n_val = n_test = 1000, 15 epochs, seed 0, on a shared 2-core CPU (about 1.0 to 1.2 s per
+epoch with one thread), test accuracy at the best validation epoch: fast alone 0.80,
+slow alone 0.94, vanilla L_mm only 0.89 (slow probe 0.77), vanilla Eq. 3 0.94 (slow head
+0.95), MILES τ 0.1 μ 0.5 0.93 (slow head 0.95). See
+``analysis/results/synthetic_image_calibration.md``. With s_slow 3 (the vector value)
+``slow`` reaches 1.0 alone within 6 epochs and joint training is not greedy.
 """
 
 from __future__ import annotations
@@ -35,7 +55,7 @@ PATCH = 4
 # Strengths used when the caller passes None; the vector values are the original calibration.
 _DEFAULTS = {
     "vector": {"s_fast": 4.0, "s_slow": 3.0, "g_slow": 0.1},
-    "image": {"s_fast": 4.0, "s_slow": 3.0, "g_slow": 1.0},
+    "image": {"s_fast": 4.0, "s_slow": 1.0, "g_slow": 1.0},
 }
 
 
@@ -142,16 +162,16 @@ def synthetic(
                 n, num_classes, p_fast, d_fast, s_fast, s_slow, g_slow, k_slow, d_slow, protos, g
             )
         else:
-            splits[split] = _image_split(
-                n, num_classes, p_fast, s_fast, s_slow, g_slow, k_slow, templates, g
-            )
+            splits[split] = _image_split(n, num_classes, p_fast, s_fast, s_slow, g_slow, k_slow, templates, g)
     if form == "vector":
         encoders = {
             "fast": EncoderSpec("mlp", {"in_dim": d_fast, "hidden_dims": (128, 128)}),
             "slow": EncoderSpec("mlp", {"in_dim": d_slow, "hidden_dims": (128, 128)}),
         }
     else:
-        enc = EncoderSpec("resnet6", {"in_channels": 1, "small_input": True, "width": 16})
+        # ImageNet stem (7x7/2 conv + max-pool): 7x7 maps into layer1, ~10x cheaper than the
+        # CIFAR stem on 28x28 and its large receptive field sees a whole glyph/grating period.
+        enc = EncoderSpec("resnet6", {"in_channels": 1, "small_input": False, "width": 16})
         encoders = {"fast": enc, "slow": enc}
     return MultimodalData(
         name="synthetic",
