@@ -1,0 +1,445 @@
+"""``python -m miles_tune.search``: a hyper-parameter search on Ray Tune, tracked in MLflow.
+
+    python -m miles_tune.search                                   # small search on built-in data
+    python -m miles_tune.search --dataset mmimdb --num-samples 80 --address auto
+    python -m miles_tune.search --resume                          # finish the latest interrupted one
+
+Flow: parse and validate everything (arguments, the dataset's search space, every
+bound) before Ray starts; connect to Ray; create the MLflow experiment and the
+search's parent run on the driver; run the Tuner (Optuna TPE or random search,
+optional ASHA, fractional GPUs, retries); print the best trial and write
+``best_config.yaml`` and ``trials.parquet`` (every trial's per-epoch records).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from miles_tune.cli import apply_overrides
+from miles_tune.spaces import SearchSpace, load_search_space, trial_config
+
+log = logging.getLogger("miles_tune.search")
+SEARCHERS = ("optuna", "random")
+SCHEDULERS = ("none", "asha")
+
+
+@dataclass
+class SearchPlan:
+    """Everything a search needs, validated, before Ray is touched."""
+
+    args: argparse.Namespace
+    space: SearchSpace
+    base: dict[str, Any]  # fixed TrainConfig part of every trial
+    name: str  # the Tune experiment (and MLflow parent run) name
+    storage: str
+    metric: str  # what the searcher maximises: best-so-far validation metric
+    num_samples: int
+    gpus_per_trial: float
+    cpus_per_trial: float
+    tracking_uri: str | None
+    results_dir: Path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m miles_tune.search",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--dataset", default="synthetic", help="a search space in search_spaces/ (or --space)")
+    p.add_argument("--space", help="path to a search-space YAML (default: search_spaces/<dataset>.yaml)")
+    p.add_argument("--method", default="miles")
+    p.add_argument("--fusion", default="concat", choices=["concat", "sum"])
+    p.add_argument("--searcher", default="optuna", choices=SEARCHERS)
+    p.add_argument("--num-samples", type=int, help="trials (default: the space's num_samples)")
+    p.add_argument("--scheduler", default="none", choices=SCHEDULERS)
+    p.add_argument("--grace-period", type=int, default=2, help="ASHA: epochs before a trial can be stopped")
+    p.add_argument("--gpus-per-trial", type=float, help="fractions allowed (default: the space's)")
+    p.add_argument("--cpus-per-trial", type=float, help="default: the space's")
+    p.add_argument("--max-concurrent", type=int, default=0, help="0 = as many as resources allow")
+    p.add_argument("--max-failures", type=int, default=2, help="retries per trial, from its last checkpoint")
+    p.add_argument("--address", help="an existing Ray cluster ('auto' on a cluster node)")
+    p.add_argument("--storage", default="ray_results", help="local path, s3://bucket/prefix or gs://...")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///<cwd>/mlflow.db)")
+    p.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    p.add_argument("--experiment", default="miles_tune", help="MLflow experiment name")
+    p.add_argument("--name", help="this search's name (default: <dataset>-<method>-<fusion>-<time>)")
+    p.add_argument("--seed", type=int, default=0, help="searcher seed and every trial's training seed")
+    p.add_argument("--resume", action="store_true", help="restore the search --name (default: the latest)")
+    p.add_argument("--results", default="runs", help="where best_config.yaml and trials.parquet go")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a fixed training setting, e.g. epochs=5 or data.n_train=500",
+    )
+    p.add_argument("--verbose", type=int, default=1, help="Tune verbosity 0-3")
+    return p
+
+
+def is_remote(storage: str) -> bool:
+    return "://" in storage
+
+
+def latest_search(storage: str, prefix: str) -> str | None:
+    root = Path(storage)
+    if not root.is_dir():
+        return None
+    found = sorted(
+        (p for p in root.iterdir() if p.is_dir() and p.name.startswith(prefix)),
+        key=lambda p: p.stat().st_mtime,
+    )
+    return found[-1].name if found else None
+
+
+def plan_search(argv: list[str] | None = None) -> SearchPlan:
+    """Parse and validate; raises ValueError with a clear message on any bad input."""
+    from miles_tune.tracking import normalise_tracking_uri
+
+    args = build_parser().parse_args(argv)
+    space = load_search_space(args.space or args.dataset)
+    if args.space is None and space.dataset != args.dataset:
+        raise ValueError(f"{space.path} is for dataset {space.dataset!r}, not {args.dataset!r}")
+    space.method(args.method)  # refuses a method the space does not cover
+    overrides = apply_overrides({}, args.set)
+    base = space.base_config(args.method, args.fusion, args.seed, overrides)
+    # one full trial config at the space's first point (or its lower bounds) must be valid
+    params = space.method(args.method).params
+    probe = (
+        space.method(args.method).points[0]
+        if space.method(args.method).points
+        else {k: p.candidates()[0] for k, p in params.items()}
+    )
+    from miles_tune.balance import create_method
+
+    cfg = trial_config(base, probe)
+    cfg.validate()
+    create_method(cfg.method, **cfg.method_args)
+    from miles_tune.data import DATASETS
+
+    DATASETS.check_kwargs(cfg.dataset, cfg.data)
+
+    num_samples = args.num_samples if args.num_samples is not None else space.num_samples
+    if num_samples < 1:
+        raise ValueError(f"--num-samples must be >= 1, got {num_samples}")
+    gpus = args.gpus_per_trial if args.gpus_per_trial is not None else space.resources["gpus_per_trial"]
+    cpus = args.cpus_per_trial if args.cpus_per_trial is not None else space.resources["cpus_per_trial"]
+    if gpus < 0 or (gpus > 1 and gpus != int(gpus)):
+        raise ValueError(f"--gpus-per-trial must be a fraction below 1 or a whole number, got {gpus}")
+    if cpus <= 0:
+        raise ValueError(f"--cpus-per-trial must be > 0, got {cpus}")
+    if args.max_concurrent < 0 or args.max_failures < 0 or args.grace_period < 1:
+        raise ValueError("--max-concurrent and --max-failures must be >= 0, --grace-period >= 1")
+    storage = args.storage if is_remote(args.storage) else str(Path(args.storage).resolve())
+    prefix = f"{space.dataset}-{args.method}-{args.fusion}"
+    name = args.name
+    if args.resume and name is None:
+        if is_remote(storage):
+            raise ValueError("--resume with remote --storage needs --name")
+        name = latest_search(storage, prefix)
+        if name is None:
+            raise ValueError(f"--resume: no search named {prefix}-* under {storage}")
+    if name is None:
+        name = f"{prefix}-{dt.datetime.now():%Y%m%d-%H%M%S}"
+    if not args.resume and not is_remote(storage) and (Path(storage) / name).exists():
+        raise ValueError(f"a search named {name!r} exists under {storage}; pass --resume or another --name")
+    selection_head = "mm" if cfg.method != "unimodal" else cfg.method_args["modality"]
+    return SearchPlan(
+        args=args,
+        space=space,
+        base=base,
+        name=name,
+        storage=storage,
+        metric=f"best/val/{selection_head}/{cfg.metric}",
+        num_samples=num_samples,
+        gpus_per_trial=float(gpus),
+        cpus_per_trial=float(cpus),
+        tracking_uri=None if args.no_tracking else normalise_tracking_uri(args.tracking_uri),
+        results_dir=Path(args.results).resolve() / name,
+    )
+
+
+def make_searcher(plan: SearchPlan):  # noqa: ANN201
+    points = plan.space.method(plan.args.method).points
+    if plan.args.searcher == "random":
+        from ray.tune.search.basic_variant import BasicVariantGenerator
+
+        return BasicVariantGenerator(
+            points_to_evaluate=[dict(p) for p in points],
+            random_state=plan.args.seed,
+            max_concurrent=plan.args.max_concurrent,
+        )
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    if is_remote(plan.storage):
+        db = plan.results_dir / "optuna.db"
+    else:
+        db = Path(plan.storage) / plan.name / "optuna.db"
+    db.parent.mkdir(parents=True, exist_ok=True)
+    return OptunaSearch(
+        points_to_evaluate=[dict(p) for p in points] or None,
+        sampler=optuna.samplers.TPESampler(seed=plan.args.seed),
+        study_name=plan.name,
+        storage=optuna.storages.RDBStorage(f"sqlite:///{db}"),
+    )
+
+
+def make_scheduler(plan: SearchPlan):  # noqa: ANN201
+    if plan.args.scheduler == "none":
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    epochs = int(plan.base.get("epochs", 30))
+    return ASHAScheduler(
+        time_attr="training_iteration",
+        max_t=epochs,
+        grace_period=min(plan.args.grace_period, epochs),
+        reduction_factor=2,
+    )
+
+
+def make_callbacks(plan: SearchPlan) -> list:
+    from ray import tune
+
+    if plan.tracking_uri is None:
+        return []
+    uri = plan.tracking_uri
+
+    class CloseStoppedTrialRuns(tune.Callback):
+        """A trial stopped by ASHA (or failed for good) never reaches its own end: close its run."""
+
+        def _close(self, trial, status: str) -> None:  # noqa: ANN001
+            from miles_tune.tracking import terminate_if_running
+
+            run_id = (trial.last_result or {}).get("mlflow_run_id")
+            if not run_id:
+                return
+            records = None
+            if status == "FINISHED" and trial.checkpoint is not None:
+                records = _checkpoint_history(trial.checkpoint)
+            try:
+                terminate_if_running(uri, run_id, status, records)
+            except Exception as exc:  # tracking must never break the search
+                log.warning("could not close MLflow run %s: %s", run_id, exc)
+
+        def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: ANN001
+            self._close(trial, "FINISHED")
+
+        def on_trial_error(self, iteration, trials, trial, **info):  # noqa: ANN001
+            self._close(trial, "FAILED")
+
+    return [CloseStoppedTrialRuns()]
+
+
+def _checkpoint_history(checkpoint):  # noqa: ANN001, ANN202
+    from miles_tune.train import read_history
+    from miles_tune.trainable import HISTORY_FILE
+
+    with checkpoint.as_directory() as d:
+        path = Path(d) / HISTORY_FILE
+        return read_history(path) if path.exists() else None
+
+
+def quiet_ray_defaults() -> None:
+    """Silence Ray warnings that are noise for this workload (a checkpoint every epoch)."""
+    import os
+
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
+
+
+def connect_ray(plan: SearchPlan) -> None:
+    import ray
+
+    quiet_ray_defaults()
+
+    if not ray.is_initialized():
+        ray.init(address=plan.args.address, log_to_driver=plan.args.verbose > 1)
+    cluster_gpus = ray.cluster_resources().get("GPU", 0)
+    if plan.gpus_per_trial > 0 and cluster_gpus == 0:
+        warnings.warn(
+            f"the Ray cluster has no GPUs: dropping --gpus-per-trial {plan.gpus_per_trial} "
+            "(a GPU request there would never be scheduled); trials train on CPU",
+            stacklevel=2,
+        )
+        plan.gpus_per_trial = 0.0
+
+
+def run_search(plan: SearchPlan):  # noqa: ANN201 -> ray.tune.ResultGrid
+    """Connect, set up tracking, run (or restore) the Tuner; returns Tune's ResultGrid."""
+    from ray import tune
+
+    from miles_tune import tracking
+    from miles_tune.trainable import train_trial
+
+    connect_ray(plan)
+    args = plan.args
+    fixed: dict[str, Any] = {"base": plan.base}
+    parent_run_id = None
+    if plan.tracking_uri is not None:
+        experiment_id = tracking.ensure_experiment(plan.tracking_uri, args.experiment)
+        tags = {
+            "dataset": plan.space.dataset,
+            "method": args.method,
+            "fusion": args.fusion,
+            "seed": str(args.seed),
+            "searcher": args.searcher,
+            "scheduler": args.scheduler,
+        }
+        parent_run_id = tracking.start_parent_run(
+            plan.tracking_uri,
+            experiment_id,
+            plan.name,
+            tags,
+            {"num_samples": plan.num_samples, "space": str(plan.space.path), "base": plan.base},
+        )
+        fixed["tracking"] = {
+            "uri": plan.tracking_uri,
+            "experiment_id": experiment_id,
+            "parent_run_id": parent_run_id,
+            "tags": tags,
+        }
+
+    trainable = tune.with_resources(train_trial, {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial})
+    experiment_path = f"{plan.storage.rstrip('/')}/{plan.name}"
+    if args.resume:
+        if not tune.Tuner.can_restore(experiment_path):
+            raise ValueError(f"--resume: nothing to restore at {experiment_path}")
+        tuner = tune.Tuner.restore(experiment_path, trainable=trainable, resume_errored=True)
+    else:
+        param_space = {k: p.to_tune() for k, p in plan.space.method(args.method).params.items()}
+        param_space["miles_tune"] = fixed
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space,
+            tune_config=tune.TuneConfig(
+                metric=plan.metric,
+                mode="max",
+                search_alg=make_searcher(plan),
+                scheduler=make_scheduler(plan),
+                num_samples=plan.num_samples,
+                max_concurrent_trials=args.max_concurrent or None,
+                trial_name_creator=lambda t: f"trial_{t.trial_id}",
+                trial_dirname_creator=lambda t: f"trial_{t.trial_id}",
+            ),
+            run_config=tune.RunConfig(
+                name=plan.name,
+                storage_path=plan.storage,
+                failure_config=tune.FailureConfig(max_failures=args.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                callbacks=make_callbacks(plan),
+                verbose=args.verbose,
+            ),
+        )
+    results = tuner.fit()
+    if parent_run_id is not None:
+        best = _best_metrics(results, plan)
+        tracking.finish_parent_run(
+            plan.tracking_uri, parent_run_id, best, status="FINISHED" if results.num_errors == 0 else "FAILED"
+        )
+    return results
+
+
+def _best_metrics(results, plan: SearchPlan) -> dict[str, float]:  # noqa: ANN001
+    try:
+        best = results.get_best_result(metric=plan.metric, mode="max")
+    except RuntimeError:
+        return {}
+    return {k: v for k, v in best.metrics.items() if k.startswith("best/") and isinstance(v, (int, float))}
+
+
+def export_results(results, plan: SearchPlan) -> dict[str, Any]:  # noqa: ANN001
+    """best_config.yaml (the best trial's full TrainConfig + metrics) and trials.parquet."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from miles_tune.trainable import sampled_params
+
+    plan.results_dir.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    for result in results:
+        if result.metrics_dataframe is None:
+            continue
+        trial_id = (result.metrics or {}).get("trial_id")
+        params = sampled_params(result.config or {})
+        for row in result.metrics_dataframe.to_dict("records"):
+            rows.append({"trial_id": trial_id, **{f"config/{k}": v for k, v in params.items()}, **row})
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    table = pa.table({k: [r.get(k) for r in rows] for k in columns}) if rows else pa.table({})
+    pq.write_table(table, plan.results_dir / "trials.parquet")
+
+    summary: dict[str, Any] = {
+        "search": plan.name,
+        "metric": plan.metric,
+        "trials": len(results),
+        "errors": results.num_errors,
+    }
+    try:
+        best = results.get_best_result(metric=plan.metric, mode="max")
+    except RuntimeError:
+        best = None
+    if best is not None and best.config is not None:
+        cfg = trial_config(plan.base, sampled_params(best.config)).to_dict()
+        summary.update(
+            {
+                "best_trial": best.metrics.get("trial_id"),
+                "best_params": sampled_params(best.config),
+                "best_epoch": best.metrics.get("best_epoch"),
+                "best_metrics": {k: v for k, v in best.metrics.items() if k.startswith("best/")},
+            }
+        )
+        (plan.results_dir / "best_config.yaml").write_text(
+            yaml.safe_dump(
+                {"config": cfg, **{k: summary[k] for k in ("best_trial", "best_metrics")}}, sort_keys=False
+            )
+        )
+    return summary
+
+
+def format_best(summary: dict[str, Any], plan: SearchPlan) -> str:
+    lines = [f"search {summary['search']}: {summary['trials']} trials, {summary['errors']} errored"]
+    if "best_trial" in summary:
+        lines.append(
+            f"best trial {summary['best_trial']} (epoch {summary['best_epoch']}): "
+            + ", ".join(
+                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                for k, v in summary["best_params"].items()
+            )
+        )
+        for k, v in sorted(summary["best_metrics"].items()):
+            lines.append(f"  {k:<24} {v:.4f}")
+        lines.append(
+            f"wrote {plan.results_dir / 'best_config.yaml'} and {plan.results_dir / 'trials.parquet'}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        plan = plan_search(argv)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        results = run_search(plan)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    summary = export_results(results, plan)
+    print(format_best(summary, plan))
+    return 0 if summary.get("best_trial") else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

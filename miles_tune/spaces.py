@@ -1,0 +1,297 @@
+"""Search spaces as data: one YAML file per dataset in ``search_spaces/``, validated on load.
+
+A file looks like::
+
+    dataset: synthetic
+    data: {form: vector}             # dataset keyword arguments
+    train: {epochs: 20, batch_size: 128, metric: acc}   # fixed TrainConfig settings
+    resources: {gpus_per_trial: 0.25, cpus_per_trial: 1}
+    num_samples: 8                   # default --num-samples
+    methods:
+      miles:
+        fixed: {variant: reset}      # method arguments that are not searched
+        space:                       # searched: a TrainConfig setting or a method argument
+          lr: {loguniform: [1.0e-4, 1.0e-2]}
+          tau: {uniform: [0.0, 0.5]}
+          mu: {uniform: [0.01, 1.0]}
+        points:                      # evaluated first (the paper's known good settings)
+          - {lr: 1.0e-3, tau: 0.2, mu: 0.5}
+
+Distributions: ``uniform: [lo, hi]``, ``loguniform: [lo, hi]`` (lo > 0), ``randint: [lo, hi]``
+(both inclusive), ``choice: [a, b, ...]``. Every bound and every point is checked
+against the method's and the loop's own validation, so a space that would make trials
+fail (μ = 0, τ < 0, a misspelt key) is refused before Ray starts, naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from miles_tune.config import TrainConfig
+
+SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+DISTRIBUTIONS = ("uniform", "loguniform", "randint", "choice")
+TOP_LEVEL = {"dataset", "data", "train", "resources", "num_samples", "methods", "description"}
+METHOD_KEYS = {"space", "fixed", "points"}
+RESOURCE_KEYS = {"gpus_per_trial", "cpus_per_trial"}
+
+
+class SearchSpaceError(ValueError):
+    """A search-space file is invalid; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    distribution: str
+    args: tuple[Any, ...]  # (lo, hi) or the choices
+
+    def candidates(self) -> list[Any]:
+        """Values that must all be valid: the bounds, or every choice."""
+        return list(self.args)
+
+    def contains(self, value: Any) -> bool:
+        if self.distribution == "choice":
+            return value in self.args
+        lo, hi = self.args
+        return isinstance(value, (int, float)) and lo <= value <= hi
+
+    def to_tune(self) -> Any:
+        from ray import tune
+
+        if self.distribution == "uniform":
+            return tune.uniform(*self.args)
+        if self.distribution == "loguniform":
+            return tune.loguniform(*self.args)
+        if self.distribution == "randint":
+            return tune.randint(self.args[0], self.args[1] + 1)  # Tune's upper bound is exclusive
+        return tune.choice(list(self.args))
+
+
+@dataclass
+class MethodSpace:
+    method: str
+    params: dict[str, Param]
+    fixed: dict[str, Any] = field(default_factory=dict)
+    points: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class SearchSpace:
+    path: Path
+    dataset: str
+    data: dict[str, Any]
+    train: dict[str, Any]
+    resources: dict[str, float]
+    num_samples: int
+    methods: dict[str, MethodSpace]
+
+    def method(self, name: str) -> MethodSpace:
+        if name not in self.methods:
+            raise SearchSpaceError(
+                f"{self.path}: no search space for method {name!r}; this file has {sorted(self.methods)}"
+            )
+        return self.methods[name]
+
+    def base_config(
+        self, method: str, fusion: str, seed: int, overrides: dict[str, Any] | None = None
+    ) -> dict:
+        """The fixed part of every trial's TrainConfig (sampled params are added per trial)."""
+        cfg = {
+            **self.train,
+            "dataset": self.dataset,
+            "data": dict(self.data),
+            "method": method,
+            "method_args": dict(self.method(method).fixed),
+            "fusion": fusion,
+            "seed": seed,
+        }
+        for key, value in (overrides or {}).items():
+            if isinstance(value, dict) and isinstance(cfg.get(key), dict):
+                cfg[key] = {**cfg[key], **value}
+            else:
+                cfg[key] = value
+        return cfg
+
+
+def trial_config(base: dict[str, Any], params: dict[str, Any]) -> TrainConfig:
+    """A trial's TrainConfig: sampled params go to TrainConfig fields or to the method's arguments."""
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    cfg = {**base, "method_args": dict(base.get("method_args", {}))}
+    for key, value in params.items():
+        if key in fields:
+            cfg[key] = value
+        else:
+            cfg["method_args"][key] = value
+    return TrainConfig.from_dict(cfg)
+
+
+def resolve_path(name_or_path: str | Path) -> Path:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        return path
+    return SPACES_DIR / f"{name_or_path}.yaml"
+
+
+def load_search_space(name_or_path: str | Path) -> SearchSpace:
+    path = resolve_path(name_or_path)
+    if not path.is_file():
+        available = sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))
+        raise SearchSpaceError(f"no search space {str(name_or_path)!r} ({path}); shipped: {available}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise SearchSpaceError(f"{path}: not valid YAML: {exc}") from exc
+    return parse_search_space(raw, path)
+
+
+def _fail(path: Path, where: str, message: str) -> SearchSpaceError:
+    return SearchSpaceError(f"{path}: {where}: {message}")
+
+
+def _parse_param(path: Path, where: str, name: str, spec: Any) -> Param:
+    if not isinstance(spec, dict) or len(spec) != 1:
+        raise _fail(path, where, f"expected one distribution such as {{uniform: [0, 1]}}, got {spec!r}")
+    ((dist, args),) = spec.items()
+    if dist not in DISTRIBUTIONS:
+        raise _fail(path, where, f"unknown distribution {dist!r}; use one of {DISTRIBUTIONS}")
+    if not isinstance(args, list) or not args:
+        raise _fail(path, where, f"{dist} needs a list of values, got {args!r}")
+    if dist == "choice":
+        return Param(name, dist, tuple(args))
+    if len(args) != 2 or not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args):
+        raise _fail(path, where, f"{dist} needs [low, high] numbers, got {args!r}")
+    lo, hi = args
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo >= hi:
+        raise _fail(path, where, f"{dist} bounds [{lo}, {hi}] must be finite and increasing")
+    if dist == "loguniform" and lo <= 0:
+        raise _fail(path, where, f"loguniform needs a positive lower bound, got {lo}")
+    if dist == "randint" and not all(isinstance(a, int) for a in args):
+        raise _fail(path, where, f"randint needs integer bounds, got {args!r}")
+    return Param(name, dist, (lo, hi))
+
+
+def _check_trial(path: Path, where: str, base: dict[str, Any], values: dict[str, Any]) -> None:
+    """Build the method and validate the TrainConfig exactly as a trial would."""
+    from miles_tune.balance import create_method
+
+    try:
+        cfg = trial_config(base, values)
+        cfg.validate()
+        create_method(cfg.method, **cfg.method_args)
+    except (ValueError, TypeError) as exc:
+        raise _fail(path, where, str(exc)) from exc
+
+
+def parse_search_space(raw: Any, path: Path) -> SearchSpace:
+    from miles_tune.balance import METHODS
+    from miles_tune.data import DATASETS
+
+    if not isinstance(raw, dict):
+        raise _fail(path, "top level", "expected a mapping")
+    unknown = sorted(set(raw) - TOP_LEVEL)
+    if unknown:
+        raise _fail(path, "top level", f"unknown key(s) {unknown}; allowed: {sorted(TOP_LEVEL)}")
+    for key in ("dataset", "methods"):
+        if key not in raw:
+            raise _fail(path, "top level", f"missing {key!r}")
+    dataset = raw["dataset"]
+    data = raw.get("data") or {}
+    try:
+        DATASETS.get(dataset)
+        DATASETS.check_kwargs(dataset, data)
+    except ValueError as exc:
+        raise _fail(path, "dataset/data", str(exc)) from exc
+    train = raw.get("train") or {}
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    bad = sorted(set(train) - fields)
+    if bad:
+        raise _fail(path, "train", f"unknown setting(s) {bad}")
+    if "metric" not in train:
+        raise _fail(path, "train.metric", "missing: the metric M that u and the search both use")
+    for key in ("dataset", "data", "method", "method_args", "seed"):
+        if key in train:
+            raise _fail(path, f"train.{key}", "is set by the search itself; remove it here")
+    resources = raw.get("resources") or {}
+    bad = sorted(set(resources) - RESOURCE_KEYS)
+    if bad:
+        raise _fail(path, "resources", f"unknown key(s) {bad}; allowed: {sorted(RESOURCE_KEYS)}")
+    for key, value in resources.items():
+        if not isinstance(value, (int, float)) or value < 0:
+            raise _fail(path, f"resources.{key}", f"must be a number >= 0, got {value!r}")
+    gpus = resources.get("gpus_per_trial", 0)
+    if gpus > 1 and gpus != int(gpus):
+        raise _fail(path, "resources.gpus_per_trial", f"fractions are allowed only below 1, got {gpus}")
+    num_samples = raw.get("num_samples", 8)
+    if not isinstance(num_samples, int) or num_samples < 1:
+        raise _fail(path, "num_samples", f"must be a positive integer, got {num_samples!r}")
+
+    methods: dict[str, MethodSpace] = {}
+    if not isinstance(raw["methods"], dict) or not raw["methods"]:
+        raise _fail(path, "methods", "expected a non-empty mapping of method name to its space")
+    for method, entry in raw["methods"].items():
+        where = f"methods.{method}"
+        if method not in METHODS.names():
+            raise _fail(path, where, f"unknown balancing method; registered: {METHODS.names()}")
+        entry = entry or {}
+        bad = sorted(set(entry) - METHOD_KEYS)
+        if bad:
+            raise _fail(path, where, f"unknown key(s) {bad}; allowed: {sorted(METHOD_KEYS)}")
+        fixed = entry.get("fixed") or {}
+        accepted = METHODS.accepted_kwargs(method)
+        params = {}
+        for name, spec in (entry.get("space") or {}).items():
+            pwhere = f"{where}.space.{name}"
+            if name not in fields and accepted and name not in accepted:
+                raise _fail(
+                    path,
+                    pwhere,
+                    f"neither a training setting nor an argument of {method!r} (it takes {sorted(accepted)})",
+                )
+            if name in ("dataset", "data", "method", "method_args", "fusion", "seed"):
+                raise _fail(path, pwhere, "cannot be searched")
+            params[name] = _parse_param(path, pwhere, name, spec)
+        base = {**train, "dataset": dataset, "data": data, "method": method, "method_args": dict(fixed)}
+        # every bound (and every choice) must make a valid trial, one parameter at a time
+        _check_trial(path, f"{where}.fixed", base, {})
+        for p in params.values():
+            for value in p.candidates():
+                _check_trial(path, f"{where}.space.{p.name}", base, {p.name: value})
+        points = entry.get("points") or []
+        for i, point in enumerate(points):
+            pwhere = f"{where}.points[{i}]"
+            if not isinstance(point, dict):
+                raise _fail(path, pwhere, f"expected a mapping, got {point!r}")
+            extra = sorted(set(point) - set(params))
+            if extra:
+                raise _fail(path, pwhere, f"sets {extra}, which are not in the space {sorted(params)}")
+            missing = sorted(set(params) - set(point))
+            if missing:
+                raise _fail(path, pwhere, f"lacks {missing}; a point must set every searched parameter")
+            outside = [k for k, v in point.items() if not params[k].contains(v)]
+            if outside:
+                raise _fail(path, pwhere, f"{outside} outside the space")
+            _check_trial(path, pwhere, base, point)
+        methods[method] = MethodSpace(method, params, dict(fixed), [dict(p) for p in points])
+    return SearchSpace(
+        path=path,
+        dataset=dataset,
+        data=dict(data),
+        train=dict(train),
+        resources={
+            "gpus_per_trial": float(gpus),
+            "cpus_per_trial": float(resources.get("cpus_per_trial", 1)),
+        },
+        num_samples=num_samples,
+        methods=methods,
+    )
+
+
+def list_search_spaces() -> list[str]:
+    return sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))
