@@ -112,6 +112,10 @@ def plan_search(argv: list[str] | None = None) -> SearchPlan:
         raise ValueError(f"{space.path} is for dataset {space.dataset!r}, not {args.dataset!r}")
     space.method(args.method)  # refuses a method the space does not cover
     overrides = apply_overrides({}, args.set)
+    # a --set of a searched parameter fixes it: it leaves the space (and the points)
+    fixed_now = {k for k in overrides if k in space.method(args.method).params}
+    fixed_now |= {k for k in overrides.get("method_args", {}) if k in space.method(args.method).params}
+    space.fix(args.method, fixed_now)
     base = space.base_config(args.method, args.fusion, args.seed, overrides)
     # one full trial config at the space's first point (or its lower bounds) must be valid
     params = space.method(args.method).params
@@ -170,7 +174,8 @@ def plan_search(argv: list[str] | None = None) -> SearchPlan:
 
 
 def make_searcher(plan: SearchPlan):  # noqa: ANN201
-    points = plan.space.method(plan.args.method).points
+    # known good points first, but never more trials than asked for
+    points = plan.space.method(plan.args.method).points[: plan.num_samples]
     if plan.args.searcher == "random":
         from ray.tune.search.basic_variant import BasicVariantGenerator
 
@@ -276,7 +281,7 @@ def connect_ray(plan: SearchPlan) -> None:
         plan.gpus_per_trial = 0.0
 
 
-def run_search(plan: SearchPlan):  # noqa: ANN201 -> ray.tune.ResultGrid
+def run_search(plan: SearchPlan, extra_callbacks: list | None = None):  # noqa: ANN201 -> ResultGrid
     """Connect, set up tracking, run (or restore) the Tuner; returns Tune's ResultGrid."""
     from ray import tune
 
@@ -338,17 +343,25 @@ def run_search(plan: SearchPlan):  # noqa: ANN201 -> ray.tune.ResultGrid
                 storage_path=plan.storage,
                 failure_config=tune.FailureConfig(max_failures=args.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                callbacks=make_callbacks(plan),
+                callbacks=make_callbacks(plan) + list(extra_callbacks or []),
                 verbose=args.verbose,
             ),
         )
     results = tuner.fit()
     if parent_run_id is not None:
-        best = _best_metrics(results, plan)
-        tracking.finish_parent_run(
-            plan.tracking_uri, parent_run_id, best, status="FINISHED" if results.num_errors == 0 else "FAILED"
-        )
+        status = "FINISHED" if results.num_errors == 0 else "FAILED"
+        if interrupted(results, plan):
+            status = "KILLED"  # --resume sets it RUNNING again
+        tracking.finish_parent_run(plan.tracking_uri, parent_run_id, _best_metrics(results, plan), status)
     return results
+
+
+def interrupted(results, plan: SearchPlan) -> bool:  # noqa: ANN001
+    """True when fit() returned early (Ctrl-C): fewer trials than asked, or some not terminated."""
+    trials = getattr(getattr(results, "_experiment_analysis", None), "trials", None)
+    if trials is None:
+        return len(results) < plan.num_samples
+    return len(trials) < plan.num_samples or any(t.status not in ("TERMINATED", "ERROR") for t in trials)
 
 
 def _best_metrics(results, plan: SearchPlan) -> dict[str, float]:  # noqa: ANN001
@@ -431,13 +444,22 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    import ray
+
+    ours = not ray.is_initialized()  # a Ray we start here is stopped here
     try:
         results = run_search(plan)
+        summary = export_results(results, plan)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    summary = export_results(results, plan)
+    finally:
+        if ours and ray.is_initialized():
+            ray.shutdown()
     print(format_best(summary, plan))
+    if interrupted(results, plan):
+        print(f"interrupted: finish it with --resume --name {plan.name} (same arguments)", file=sys.stderr)
+        return 130
     return 0 if summary.get("best_trial") else 1
 
 

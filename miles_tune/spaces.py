@@ -99,6 +99,13 @@ class SearchSpace:
             )
         return self.methods[name]
 
+    def fix(self, method: str, names: set[str]) -> None:
+        """Stop searching ``names`` (they are set elsewhere): drop them from the space and the points."""
+        ms = self.method(method)
+        ms.params = {k: v for k, v in ms.params.items() if k not in names}
+        ms.points = [{k: v for k, v in p.items() if k not in names} for p in ms.points]
+        ms.points = [p for i, p in enumerate(ms.points) if p and p not in ms.points[:i]]
+
     def base_config(
         self, method: str, fusion: str, seed: int, overrides: dict[str, Any] | None = None
     ) -> dict:

@@ -1,0 +1,137 @@
+"""Bad arguments and bad search spaces are refused before Ray starts; every shipped space runs."""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from search_helpers import TINY
+
+from miles_tune.search import main, plan_search
+from miles_tune.spaces import SearchSpaceError, list_search_spaces, load_search_space, trial_config
+from miles_tune.train import Trainer
+
+
+def ray_started() -> bool:
+    import sys
+
+    return "ray" in sys.modules and sys.modules["ray"].is_initialized()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--dataset", "nope"], "no search space 'nope'"),
+        (["--method", "ogm-magic"], "no search space for method 'ogm-magic'"),
+        (["--num-samples", "0"], "num-samples"),
+        (["--gpus-per-trial", "1.5"], "gpus-per-trial"),
+        (["--cpus-per-trial", "0"], "cpus-per-trial"),
+        (["--set", "method_args.mu=0"], "mu"),
+        (["--set", "epochs=-1"], "epochs"),
+        (["--set", "learning_rate=0.1"], "learning_rate"),
+        (["--set", "data.n_trian=10"], "n_trian"),
+        (["--resume", "--name", "never-ran"], "nothing to restore|no search"),
+    ],
+)
+def test_bad_arguments_are_refused_before_ray_starts(tmp_path, capsys, args, message) -> None:
+    code = main(["--storage", str(tmp_path / "ray"), "--no-tracking", *args])
+    err = capsys.readouterr().err
+    if "--resume" in args:  # restore is checked once Ray is up, but still before any trial
+        assert code == 2 and "nothing to restore" in err
+        return
+    assert code == 2
+    assert re.search(message, err), err
+    assert not ray_started()
+
+
+def write_space(tmp_path: Path, mutate) -> Path:
+    raw = yaml.safe_load(load_search_space("synthetic").path.read_text())
+    raw = copy.deepcopy(raw)
+    mutate(raw)
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _set(path: str, value):
+    def mutate(raw):
+        *parents, last = path.split(".")
+        node = raw
+        for p in parents:
+            node = node[p]
+        if value is KeyError:
+            del node[last]
+        else:
+            node[last] = value
+
+    return mutate
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (_set("bogus", 1), r"top level: unknown key\(s\) \['bogus'\]"),
+        (_set("dataset", "imaginary"), "unknown dataset 'imaginary'"),
+        (_set("data.colour", "red"), "does not take colour"),
+        (_set("train.epoch", 3), r"train: unknown setting\(s\) \['epoch'\]"),
+        (_set("train.metric", KeyError), "train.metric: missing"),
+        (_set("methods.miles.space.tau", {"uniform": [0.5, 0.1]}), "methods.miles.space.tau: .*increasing"),
+        (_set("methods.miles.space.tau", {"uniform": [-0.1, 0.5]}), "methods.miles.space.tau: MILES: tau"),
+        (_set("methods.miles.space.mu", {"uniform": [0.0, 1.0]}), "methods.miles.space.mu: MILES: mu"),
+        (_set("methods.miles.space.mu", {"normal": [0.5, 0.1]}), "unknown distribution 'normal'"),
+        (_set("methods.miles.space.lr", {"loguniform": [0, 0.1]}), "positive lower bound"),
+        (
+            _set("methods.miles.space.gamma", {"uniform": [0, 1]}),
+            "neither a training setting nor an argument o",
+        ),
+        (
+            _set("methods.miles.points", [{"lr": 1e-3, "tau": 0.9, "mu": 0.5}]),
+            r"points\[0\]: \['tau'\] outsid",
+        ),
+        (_set("methods.miles.points", [{"lr": 1e-3}]), r"points\[0\]: lacks"),
+        (_set("methods.miles.fixed", {"variant": "strict"}), "methods.miles.fixed: MILES: variant"),
+        (_set("methods.teleport", {"space": {}}), "methods.teleport: unknown balancing method"),
+        (_set("resources.gpus_per_trial", 1.5), "fractions are allowed only below 1"),
+    ],
+)
+def test_bad_search_spaces_are_refused_naming_the_key(tmp_path, capsys, mutate, message) -> None:
+    path = write_space(tmp_path, mutate)
+    with pytest.raises(SearchSpaceError, match=message) as info:
+        load_search_space(path)
+    assert str(path) in str(info.value)
+    assert main(["--space", str(path), "--no-tracking", "--storage", str(tmp_path / "ray")]) == 2
+    assert str(path) in capsys.readouterr().err
+    assert not ray_started()
+
+
+def test_invalid_yaml_is_refused(tmp_path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("methods: [unclosed")
+    with pytest.raises(SearchSpaceError, match="not valid YAML"):
+        load_search_space(path)
+
+
+@pytest.mark.parametrize("name", list_search_spaces())
+def test_every_shipped_space_runs_each_method_on_cpu(name: str) -> None:
+    """Each method of each shipped space trains one epoch at its first point (tiny data, no Ray)."""
+    space = load_search_space(name)
+    if space.dataset != "synthetic":
+        pytest.skip("file-based datasets run in their own tests on fixtures")
+    for method, ms in space.methods.items():
+        args = ["--dataset", name, "--method", method, "--no-tracking", *TINY, "--set", "epochs=1"]
+        plan = plan_search(args)
+        point = ms.points[0] if ms.points else {k: p.candidates()[0] for k, p in ms.params.items()}
+        records = list(Trainer(trial_config(plan.base, point)).run())
+        assert len(records) == 1, method
+
+
+def test_set_fixes_a_searched_parameter(tmp_path) -> None:
+    plan = plan_search(
+        ["--no-tracking", "--storage", str(tmp_path), "--set", "method_args.tau=0.1", "--set", "lr=0.002"]
+    )
+    assert set(plan.space.method("miles").params) == {"mu"}
+    assert plan.base["method_args"]["tau"] == 0.1 and plan.base["lr"] == 0.002
+    assert plan.space.method("miles").points == [{"mu": 0.5}, {"mu": 0.1}]
