@@ -1,5 +1,5 @@
 # Two commands set everything up on a fresh machine:
-#   make demo   -- a MILES run on the built-in synthetic data
+#   make demo   -- a small MILES search (Ray Tune + Optuna + MLflow) on the built-in synthetic data
 #   make test   -- the test suite (slow tests excluded; `make test-all` runs them too)
 PYTHON ?= python3
 VENV ?= .venv
@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch>=2.2" || echo "torch==2.13.0")
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test test-all lint bench table clean
+.PHONY: venv demo train mlflow-ui test test-all lint bench table clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +21,14 @@ $(BIN)/.installed: pyproject.toml
 venv: $(BIN)/.installed
 
 demo: venv
+	$(BIN)/python -m miles_tune.search
+
+train: venv
 	$(BIN)/python -m miles_tune.train --dataset synthetic --method miles --fusion concat \
-		--epochs 30 --lr 1e-3 --tau 0.05 --mu 0.1 --seed 0 --out runs/demo
+		--epochs 30 --lr 1e-3 --tau 0.05 --mu 0.1 --seed 0 --out runs/train-demo
+
+mlflow-ui: venv
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
 
 test: venv
 	$(BIN)/python -m pytest -m "not slow" -q $(PYTEST_ARGS)
@@ -40,4 +46,4 @@ table: venv
 	$(BIN)/python analysis/greedy_table.py --seeds 0 1 2 --epochs 40 --out analysis/results/greedy_vector.json
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs ray_results mlartifacts mlflow.db .pytest_cache
