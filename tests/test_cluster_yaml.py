@@ -21,6 +21,8 @@ def test_cluster_yaml_validates(path: Path) -> None:
     assert config["available_node_types"][config["head_node_type"]]["resources"] == {"CPU": 0}
     setup = " ".join(config["setup_commands"])
     assert "pip install" in setup and "miles_tune" in setup and "torch==2.13.0" not in setup
+    head = " ".join(config["head_setup_commands"])
+    assert "mlflow server" in head and "--host 127.0.0.1" in head and "0.0.0.0" not in head
 
 
 def test_a_typo_is_caught_by_the_schema(tmp_path) -> None:
