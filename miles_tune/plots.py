@@ -36,7 +36,7 @@ def utilisation_figure(trace: dict[str, Any]):  # -> matplotlib.figure.Figure
     ax_u.set_ylabel("utilisation")
     ax_u.legend(loc="best", fontsize="small")
     for g, values in trace["lr"].items():
-        ax_lr.plot(x, values, label=g)
+        ax_lr.plot(x, values, label=g, drawstyle="steps-post")  # constant within an epoch
     ax_lr.set_yscale("log")
     ax_lr.set_ylabel("learning rate")
     ax_lr.legend(loc="best", fontsize="small")
