@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 
-from miles_tune.config import TrainConfig
-from miles_tune.train import Trainer
+try:  # run as a script (python analysis/greedy_table.py) or imported as a module
+    from _runs import fmt, summary_row, train_run
+except ModuleNotFoundError as exc:  # pragma: no cover
+    if exc.name != "_runs":
+        raise
+    from analysis._runs import fmt, summary_row, train_run
 
 CONFIGS: dict[str, dict] = {
     "fast alone (unimodal)": {"method": "unimodal", "method_args": {"modality": "fast"}},
@@ -30,19 +33,7 @@ CONFIGS: dict[str, dict] = {
 
 
 def run(name: str, overrides: dict, seed: int, epochs: int, data: dict) -> dict:
-    cfg = TrainConfig(epochs=epochs, seed=seed, data={**data, "seed": seed}, **overrides)
-    trainer = Trainer(cfg)
-    for _ in trainer.run():
-        pass
-    s = trainer.summary()
-    return {"config": name, "seed": seed, "best_epoch": s["best_epoch"], **s["best"]}
-
-
-def fmt(values: list[float]) -> str:
-    if not values:
-        return "–"
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.3f} ± {sd:.3f}"
+    return summary_row(name, seed, train_run(overrides, seed, epochs, data))
 
 
 def main(argv: list[str] | None = None) -> int:

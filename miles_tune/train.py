@@ -20,17 +20,19 @@ import math
 import os
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset, Subset
 
 from miles_tune.balance import BalancingMethod, EpochEvaluation, create_method
+from miles_tune.balance.base import RunContext
 from miles_tune.balance.miles import conditional_utilization, imbalance
 from miles_tune.config import TrainConfig
-from miles_tune.data import MultimodalData, create_dataset, iterate_batches
+from miles_tune.data import MultimodalData, TensorSplit, create_dataset, iterate_batches
 from miles_tune.metrics import check_metric, compute_metrics, loss_function, probabilities
 from miles_tune.models import JointFusionModel, create_encoder
 from miles_tune.records import MM, SPLITS, EpochRecord, metric_key, without_head
@@ -83,6 +85,109 @@ def build_optimizer(groups: list[dict[str, Any]], config: TrainConfig) -> torch.
     return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
 
 
+def split_holdout(train: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset | None]:
+    """Set ``fraction`` of the training set aside (a seeded permutation): (rest, held out)."""
+    if fraction <= 0:
+        return train, None
+    n = len(train)
+    n_out = int(round(fraction * n))
+    if not 1 <= n_out < n:
+        raise ValueError(f"a hold-out fraction of {fraction} leaves no usable split of {n} training samples")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    keep, out = order[n_out:].sort().values, order[:n_out].sort().values
+    if isinstance(train, TensorSplit):
+        return train.subset(keep), train.subset(out)
+    return Subset(train, keep.tolist()), Subset(train, out.tolist())
+
+
+def train_pass(
+    model: JointFusionModel,
+    optimizer: torch.optim.Optimizer,
+    batches: Iterable[tuple[dict[str, torch.Tensor], torch.Tensor]],
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    weights: Mapping[str, float],
+    *,
+    detach_unimodal: bool = False,
+    epoch: int = 0,
+    after_backward: Callable[..., None] | None = None,
+) -> tuple[torch.Tensor, int]:
+    """One pass over ``batches`` with loss Σ_t weights[t]·L_t (terms: mm, then one per modality).
+
+    ``after_backward(output, labels, epoch, step)`` runs between backward and step.
+    Returns the sample-weighted sums (total, mm, per modality) and the number of samples.
+    """
+    modalities = model.modalities
+    sums = [0.0] * (len(modalities) + 2)  # total, mm, per modality (Python floats: no tensor ops per step)
+    n_seen = 0
+    term_weights = [float(weights[MM]), *(float(weights[m]) for m in modalities)]
+    if not any(term_weights):
+        raise ValueError("every loss weight is 0: nothing would train")
+    for step, (inputs, labels) in enumerate(batches):
+        out = model(inputs, detach_unimodal=detach_unimodal)
+        terms = [loss_fn(out.logits, labels)] + [
+            loss_fn(out.unimodal[m], labels) for m in modalities
+        ]  # mm, then one per modality
+        # Σ_t w_t·L_t without no-op ops: weight 1 adds the term as is, weight 0 leaves it out
+        # (its parameters then get no gradient at all, rather than a zero one)
+        weighted = [t if w == 1.0 else w * t for w, t in zip(term_weights, terms, strict=True) if w != 0.0]
+        loss = weighted[0]
+        for t in weighted[1:]:
+            loss = loss + t
+        values = torch.stack([loss.detach(), *(t.detach() for t in terms)]).tolist()  # one sync per step
+        if not math.isfinite(values[0]):
+            raise NonFiniteLossError(f"non-finite training loss ({values[0]}) at epoch {epoch}, step {step}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if after_backward is not None:
+            after_backward(out, labels, epoch, step)
+        optimizer.step()
+        n = len(labels)
+        n_seen += n
+        sums = [acc + n * v for acc, v in zip(sums, values, strict=True)]
+    return torch.tensor(sums, dtype=torch.float64), n_seen
+
+
+def mean_losses(sums: torch.Tensor, n_seen: int, modalities: tuple[str, ...]) -> dict[str, float]:
+    means = (sums / max(n_seen, 1)).tolist()
+    losses = {"total": means[0], MM: means[1]}
+    losses.update(dict(zip(modalities, means[2:], strict=True)))
+    return losses
+
+
+@torch.no_grad()
+def evaluate_model(
+    model: JointFusionModel,
+    split: Dataset,
+    task: str,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    batch_size: int,
+    device: torch.device,
+) -> dict[str, dict[str, float]]:
+    """Loss and every metric of every head on one split (eval mode)."""
+    modalities = model.modalities
+    model.eval()
+    logits: dict[str, list[torch.Tensor]] = {h: [] for h in (MM, *modalities)}
+    labels: list[torch.Tensor] = []
+    for inputs, y in iterate_batches(split, batch_size, device=device):
+        out = model(inputs)
+        logits[MM].append(out.logits.float().cpu())
+        for m in modalities:
+            logits[m].append(out.unimodal[m].float().cpu())
+        labels.append(y.cpu())
+    y_all = torch.cat(labels)
+    cat = {h: torch.cat(v) for h, v in logits.items()}
+    probs = {h: probabilities(v, task) for h, v in cat.items()}
+    result = {}
+    for head, lg in cat.items():
+        result[head] = compute_metrics(probs[head], y_all, task)
+        result[head]["loss"] = loss_fn(lg, y_all).item()
+    if len(modalities) > 2:
+        for m in modalities:
+            others = torch.stack([probs[o] for o in modalities if o != m]).mean(0)
+            result[without_head(m)] = compute_metrics(others, y_all, task)
+    return result
+
+
 class Trainer:
     """Owns data, model, optimizer and method for one run; :meth:`run` yields epoch records."""
 
@@ -97,18 +202,72 @@ class Trainer:
         self.method.check(self.data.modalities, config.fusion)
         self.device = resolve_device(config.device)
 
+        self.train_split, holdout = split_holdout(self.data.train, self.method.train_holdout, config.seed)
+        self.splits: dict[str, Dataset] = {
+            "train": self.train_split,
+            "val": self.data.val,
+            "test": self.data.test,
+        }
+        if holdout is not None:
+            self.splits["holdout"] = holdout
+
         seed_everything(config.seed)
         self.model = build_model(self.data, config).to(self.device)
         groups = self.method.param_groups(self.model, config.lr, config.heads_with_encoders)
         self.optimizer = build_optimizer(groups, config)
-        self.method.attach(self.model, self.optimizer)
         self.loss_fn = loss_function(self.data.task)
+        self.context = self.build_context()
+        self.method.attach(self.model, self.optimizer, self.context)
 
         self.epoch = 0  # the next epoch to run
         self.history: list[EpochRecord] = []
         self.best_epoch: int | None = None
         self.best_value = -math.inf
         self.stopped_early = False
+
+    def build_context(self) -> RunContext:
+        """What a method may use beyond the hooks: settings, splits, side-training helpers."""
+        cfg = self.config
+
+        def train_epoch(
+            model: JointFusionModel,
+            optimizer: torch.optim.Optimizer,
+            weights: Mapping[str, float],
+            *,
+            seed: int,
+            split: str = "train",
+            detach_unimodal: bool = False,
+        ) -> dict[str, float]:
+            model.train()
+            batches = iterate_batches(
+                self.splits[split], cfg.batch_size, shuffle=True, seed=seed, device=self.device
+            )
+            sums, n = train_pass(
+                model, optimizer, batches, self.loss_fn, weights, detach_unimodal=detach_unimodal
+            )
+            return mean_losses(sums, n, model.modalities)
+
+        def evaluate(model: JointFusionModel, split: str) -> dict[str, dict[str, float]]:
+            return evaluate_model(
+                model, self.splits[split], self.data.task, self.loss_fn, cfg.eval_batch_size, self.device
+            )
+
+        return RunContext(
+            modalities=self.data.modalities,
+            task=self.data.task,
+            metric=self.metric,
+            epochs=cfg.epochs,
+            lr=cfg.lr,
+            batch_size=cfg.batch_size,
+            seed=cfg.seed,
+            device=self.device,
+            heads_with_encoders=cfg.heads_with_encoders,
+            splits=self.splits,
+            loss_fn=self.loss_fn,
+            make_optimizer=lambda groups: build_optimizer(groups, cfg),
+            train_epoch=train_epoch,
+            evaluate=evaluate,
+        )
 
     # -- the loop ---------------------------------------------------------------------
     def run(self) -> Iterator[EpochRecord]:
@@ -139,7 +298,7 @@ class Trainer:
             delta=evaluation.delta,
             lr=lrs,
             epoch_seconds=time.perf_counter() - started,
-            samples_per_second=len(self.data.train) / max(train_seconds, 1e-9),
+            samples_per_second=len(self.train_split) / max(train_seconds, 1e-9),
             extra=self.method.record_extra(),
         )
         value = metrics["val"][self.method.selection_head][self.metric]
@@ -164,71 +323,38 @@ class Trainer:
         """One pass over the training set; returns mean loss per term and seconds spent."""
         cfg, model, method = self.config, self.model, self.method
         model.train()
-        method.on_train_epoch_start(epoch)
-        weights = method.loss_weights()
-        detach = not method.aux_losses
-        sums = torch.zeros(len(self.modalities) + 2, dtype=torch.float64)  # total, mm, per modality
-        n_seen = 0
+        method.on_train_epoch_start(epoch)  # may set parts to eval mode, or run side trainings
         started = time.perf_counter()
         batches = iterate_batches(
-            self.data.train,
+            self.train_split,
             cfg.batch_size,
             shuffle=True,
             seed=cfg.seed * 1_000_003 + epoch,
             num_workers=cfg.num_workers,
             device=self.device,
         )
-        for step, (inputs, labels) in enumerate(batches):
-            out = model(inputs, detach_unimodal=detach)
-            terms = [self.loss_fn(out.logits, labels)] + [
-                self.loss_fn(out.unimodal[m], labels) for m in self.modalities
-            ]  # mm, then one per modality
-            loss = weights[MM] * terms[0] + sum(
-                weights[m] * t for m, t in zip(self.modalities, terms[1:], strict=True)
-            )
-            value = loss.item()
-            if not math.isfinite(value):
-                raise NonFiniteLossError(f"non-finite training loss ({value}) at epoch {epoch}, step {step}")
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            method.on_after_backward(out, labels, epoch, step)
-            self.optimizer.step()
-            n = len(labels)
-            n_seen += n
-            sums += n * torch.tensor([value] + [t.item() for t in terms], dtype=torch.float64)
-        seconds = time.perf_counter() - started
-        means = (sums / max(n_seen, 1)).tolist()
-        losses = {"total": means[0], MM: means[1]}
-        losses.update(dict(zip(self.modalities, means[2:], strict=True)))
-        return losses, seconds
+        sums, n_seen = train_pass(
+            model,
+            self.optimizer,
+            batches,
+            self.loss_fn,
+            method.loss_weights(),
+            detach_unimodal=not method.aux_losses,
+            epoch=epoch,
+            after_backward=method.on_after_backward,
+        )
+        return mean_losses(sums, n_seen, self.modalities), time.perf_counter() - started
 
-    @torch.no_grad()
     def evaluate(self, split: str) -> dict[str, dict[str, float]]:
         """Loss and every metric of every head on one split (eval mode)."""
-        model = self.model
-        model.eval()
-        logits: dict[str, list[torch.Tensor]] = {h: [] for h in (MM, *self.modalities)}
-        labels: list[torch.Tensor] = []
-        for inputs, y in iterate_batches(
-            self.data.split(split), self.config.eval_batch_size, device=self.device
-        ):
-            out = model(inputs)
-            logits[MM].append(out.logits.float().cpu())
-            for m in self.modalities:
-                logits[m].append(out.unimodal[m].float().cpu())
-            labels.append(y.cpu())
-        y_all = torch.cat(labels)
-        cat = {h: torch.cat(v) for h, v in logits.items()}
-        probs = {h: probabilities(v, self.data.task) for h, v in cat.items()}
-        result = {}
-        for head, lg in cat.items():
-            result[head] = compute_metrics(probs[head], y_all, self.data.task)
-            result[head]["loss"] = self.loss_fn(lg, y_all).item()
-        if len(self.modalities) > 2:
-            for m in self.modalities:
-                others = torch.stack([probs[o] for o in self.modalities if o != m]).mean(0)
-                result[without_head(m)] = compute_metrics(others, y_all, self.data.task)
-        return result
+        return evaluate_model(
+            self.model,
+            self.splits[split],
+            self.data.task,
+            self.loss_fn,
+            self.config.eval_batch_size,
+            self.device,
+        )
 
     # -- results ----------------------------------------------------------------------
     @property

@@ -1,6 +1,8 @@
 """Balancing methods: a registry of :class:`BalancingMethod` classes and the MILES rule.
 
-``create_method("miles", tau=0.2, mu=0.5)`` builds one; ``list_methods()`` names them.
+``create_method("miles", tau=0.2, mu=0.5)`` builds one; ``list_methods()`` names them:
+MILES (``miles.py``) and the baselines it is compared with: ``vanilla``, ``unimodal``,
+``mses``, ``mslr-k``/``mslr-s``/``mslr-d``, ``ogm``/``ogm-ge``, ``gblend`` (one module each).
 Each method's hyper-parameters are its constructor's keyword arguments, so a
 misspelt one is refused before anything trains.
 """
@@ -9,7 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from miles_tune.balance.base import BalancingMethod, EpochEvaluation, default_param_groups
+from miles_tune.balance.base import (
+    COMMON_SEARCH_SPACE,
+    BalancingMethod,
+    EpochEvaluation,
+    RunContext,
+    default_param_groups,
+)
 from miles_tune.registry import Registry
 
 METHODS: Registry[BalancingMethod] = Registry("balancing method")
@@ -24,7 +32,7 @@ def list_methods() -> list[str]:
     return METHODS.names()
 
 
-from miles_tune.balance import unimodal, vanilla  # noqa: E402,F401  (register methods)
+from miles_tune.balance import gblend, mses, mslr, ogm, unimodal, vanilla  # noqa: E402,F401  (register methods)
 from miles_tune.balance.miles import (  # noqa: E402
     Miles,
     MilesScheduler,
@@ -34,11 +42,13 @@ from miles_tune.balance.miles import (  # noqa: E402
 )
 
 __all__ = [
+    "COMMON_SEARCH_SPACE",
     "METHODS",
     "BalancingMethod",
     "EpochEvaluation",
     "Miles",
     "MilesScheduler",
+    "RunContext",
     "conditional_utilization",
     "create_method",
     "default_param_groups",

@@ -6,12 +6,18 @@ The loop calls these hooks and never asks which method it runs:
 hook                           used by (now or later)
 ============================  =====================================================
 ``check``                      refuse an unsupported setup at configuration time
-``param_groups``               per-modality learning rates (MILES, MSLR)
-``attach``                     keep the optimizer/model; build schedulers (MILES)
-``loss_weights``               loss re-weighting (G-Blend); ``aux_losses`` says whether
-                               unimodal heads shape encoders or are detached probes
+``train_holdout``              (attribute) a fraction of the training set the loop must
+                               set aside for the method's own estimates (G-Blend)
+``param_groups``               per-modality learning rates (MILES, MSLR), one group per
+                               unimodal head (MSES)
+``attach``                     keep the model, optimizer and :class:`RunContext`; set
+                               initial rates, build schedulers (MILES, MSLR); refuse
+                               what needs the model to judge (OGM)
+``loss_weights``               loss re-weighting (G-Blend, unimodal); ``aux_losses``
+                               says whether unimodal heads shape encoders or are
+                               detached probes
 ``on_train_epoch_start``       per-branch freezing of BatchNorm (MSES), side training
-                               (G-Blend)
+                               on model copies (G-Blend)
 ``on_after_backward``          gradient modulation between backward and step (OGM)
 ``on_epoch_end``               sees every metric, u and δ of the epoch (MILES, MSES,
                                MSLR-D)
@@ -19,15 +25,22 @@ hook                           used by (now or later)
 ``record_extra``               method figures for the epoch record (extra compute, ...)
 ``state_dict``                 everything needed to resume exactly
 ============================  =====================================================
+
+Each method also declares ``SEARCH_SPACE``: its hyper-parameters (constructor keyword
+arguments) with default search ranges, as plain data, e.g.
+``{"tau": ("uniform", 0.0, 0.5), "variant": ("choice", ("reset", "literal"))}``;
+distributions are ``uniform``, ``loguniform``, ``randint`` (both ends inclusive) and
+``choice``. The loop settings searched for every method are in :data:`COMMON_SEARCH_SPACE`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
+from torch.utils.data import Dataset
 
 from miles_tune.models.joint import JointFusionModel, ModelOutput
 from miles_tune.records import MM
@@ -47,12 +60,52 @@ class EpochEvaluation:
     delta: float
 
 
+#: loop settings searched for every method (the methods' own are their ``SEARCH_SPACE``)
+COMMON_SEARCH_SPACE: dict[str, tuple[Any, ...]] = {"lr": ("loguniform", 1e-5, 1e-2)}
+
+SearchSpace = dict[str, tuple[Any, ...]]
+
+
+@dataclass
+class RunContext:
+    """What the loop lends a method at :meth:`BalancingMethod.attach` (built by ``Trainer``).
+
+    Settings of the run, its data splits, and helpers that let a method train and evaluate
+    *copies* of the model with the loop's own code (G-Blend's side trainings), so that no
+    method re-implements batching, the loss or evaluation.
+    """
+
+    modalities: tuple[str, ...]
+    task: str  # "multiclass" | "multilabel"
+    metric: str  # the metric M of Eq. 4 and model selection
+    epochs: int  # the configured number of epochs of this run
+    lr: float  # the base learning rate α
+    batch_size: int
+    seed: int
+    device: torch.device
+    heads_with_encoders: bool
+    #: "train" (what the loop trains on, without any hold-out), "val", "test", and
+    #: "holdout" when the method asked for one with ``train_holdout``
+    splits: Mapping[str, Dataset]
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    #: ``make_optimizer(param_groups)``: a fresh optimizer of the configured kind
+    make_optimizer: Callable[[list[dict[str, Any]]], torch.optim.Optimizer]
+    #: ``train_epoch(model, optimizer, weights, *, seed, split="train", detach_unimodal=False)``:
+    #: one shuffled pass (order from ``seed``) with loss Σ weights[t]·L_t; returns the mean
+    #: loss per term ("total", "mm", modalities). Leaves the model in train mode.
+    train_epoch: Callable[..., dict[str, float]]
+    #: ``evaluate(model, split)``: split -> {head: {metric: value, "loss": value}} in eval mode
+    evaluate: Callable[[JointFusionModel, str], dict[str, dict[str, float]]]
+
+
 def default_param_groups(
-    model: JointFusionModel, lr: float, heads_with_encoders: bool = False
+    model: JointFusionModel, lr: float, heads_with_encoders: bool = False, split_heads: bool = False
 ) -> list[dict[str, Any]]:
     """One group per modality (tagged ``"modality"``), then the untagged ``fusion`` and ``heads``.
 
     With ``heads_with_encoders`` each unimodal head joins its encoder's group instead.
+    With ``split_heads`` (and not ``heads_with_encoders``) each unimodal head gets a group
+    of its own, ``head_<m>`` tagged ``"head_of": m``, so a method can stop one head alone.
     """
     groups: list[dict[str, Any]] = []
     for m in model.modalities:
@@ -62,19 +115,75 @@ def default_param_groups(
         groups.append({"name": m, "modality": m, "params": params, "lr": lr})
     groups.append({"name": "fusion", "params": list(model.fusion.parameters()), "lr": lr})
     if not heads_with_encoders:
-        groups.append({"name": "heads", "params": list(model.heads.parameters()), "lr": lr})
+        if split_heads:
+            for m in model.modalities:
+                groups.append(
+                    {"name": f"head_{m}", "head_of": m, "params": list(model.heads[m].parameters()), "lr": lr}
+                )
+        else:
+            groups.append({"name": "heads", "params": list(model.heads.parameters()), "lr": lr})
     return groups
+
+
+def modality_groups(optimizer: torch.optim.Optimizer) -> dict[str, dict[str, Any]]:
+    """The param groups tagged with a ``"modality"`` key, by modality."""
+    return {g["modality"]: g for g in optimizer.param_groups if "modality" in g}
+
+
+def branch_groups(optimizer: torch.optim.Optimizer, modality: str) -> list[dict[str, Any]]:
+    """Every group that belongs to one modality's branch: its encoder group and its head's group."""
+    return [
+        g for g in optimizer.param_groups if g.get("modality") == modality or g.get("head_of") == modality
+    ]
+
+
+def set_modality_lrs(optimizer: torch.optim.Optimizer, lrs: Mapping[str, float]) -> None:
+    """Set the learning rate of each modality's encoder group (the head follows only when it
+    shares the encoder's group, ``heads_with_encoders``). Unknown modalities are refused."""
+    groups = modality_groups(optimizer)
+    missing = set(lrs) - set(groups)
+    if missing:
+        raise ValueError(f"no param group tagged with modality {sorted(missing)}; have {sorted(groups)}")
+    for m, lr in lrs.items():
+        groups[m]["lr"] = float(lr)
+
+
+def check_search_space(space: Mapping[str, tuple[Any, ...]]) -> None:
+    """Refuse a malformed ``SEARCH_SPACE`` entry (used by the tests and the search-space loader)."""
+    for name, spec in space.items():
+        kind, *args = spec
+        if kind in ("uniform", "loguniform", "randint"):
+            lo, hi = args
+            if not lo <= hi or (kind == "loguniform" and lo <= 0):
+                raise ValueError(f"search space {name}: bad bounds {spec}")
+        elif kind == "choice":
+            if len(args) != 1 or not isinstance(args[0], tuple) or not args[0]:
+                raise ValueError(f"search space {name}: choice needs one non-empty tuple, got {spec}")
+        else:
+            raise ValueError(f"search space {name}: unknown distribution {kind!r}")
+
+
+def search_space_values(spec: tuple[Any, ...]) -> Iterable[Any]:
+    """The values a search must be able to draw at least: the bounds, or every choice."""
+    kind, *args = spec
+    return args[0] if kind == "choice" else args
 
 
 class BalancingMethod:
     """Base class and default behaviour: joint training with Eq. 3's loss, no balancing."""
 
     name: ClassVar[str] = "base"
+    #: the method's hyper-parameters with default search ranges (see the module docstring)
+    SEARCH_SPACE: ClassVar[SearchSpace] = {}
     #: unimodal heads shape their encoders (Eq. 3) when True; otherwise they train
     #: as linear probes on detached features, only to report each encoder's metric.
     aux_losses: bool = True
     #: which head's validation metric selects the best epoch
     selection_head: str = MM
+    #: fraction of the training set the loop sets aside (deterministically, by seed) as
+    #: ``context.splits["holdout"]``; the loop then trains and reports "train" without it
+    train_holdout: float = 0.0
+    context: RunContext | None = None
 
     @classmethod
     def example_args(cls, modalities: Sequence[str]) -> dict[str, Any]:
@@ -89,9 +198,13 @@ class BalancingMethod:
     ) -> list[dict[str, Any]]:
         return default_param_groups(model, lr, heads_with_encoders)
 
-    def attach(self, model: JointFusionModel, optimizer: torch.optim.Optimizer) -> None:
+    def attach(
+        self, model: JointFusionModel, optimizer: torch.optim.Optimizer, context: RunContext | None = None
+    ) -> None:
+        """Called once, before training and before any checkpoint is loaded."""
         self.model = model
         self.optimizer = optimizer
+        self.context = context
 
     def loss_weights(self) -> dict[str, float]:
         """Weight of each loss term: ``"mm"`` and one per modality."""

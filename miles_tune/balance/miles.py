@@ -21,6 +21,10 @@ Two readings of Algorithm 1 are offered (``variant``):
 - ``"literal"``: Algorithm 1 as written; an encoder slowed earlier keeps μ until a
   "no action" epoch (δ ≤ τ, or every u < 0) resets all of them.
 
+Hyper-parameters and default search ranges (``Miles.SEARCH_SPACE``): ``tau`` in [0, 0.5]
+(paper default 0.2), ``mu`` in [0.01, 1] (paper default 0.5), ``variant``; the learning
+rate α is the loop's ``lr`` (log-uniform 1e-5 to 1e-2).
+
 For two modalities, "the modality with the largest u gets μ" reproduces every branch
 of Algorithm 1, zeros included; an exact tie for the largest u (possible only with
 three or more modalities) slows the first modality in model order, as Algorithm 1's
@@ -36,7 +40,7 @@ from typing import Any
 import torch
 
 from miles_tune.balance import register_method
-from miles_tune.balance.base import BalancingMethod, EpochEvaluation
+from miles_tune.balance.base import BalancingMethod, EpochEvaluation, RunContext, modality_groups
 
 VARIANTS = ("reset", "literal")
 
@@ -113,7 +117,7 @@ class MilesScheduler:
         check_variant(variant)
         self.optimizer = optimizer
         self.tau, self.mu, self.variant = float(tau), float(mu), variant
-        self.groups = {g["modality"]: g for g in optimizer.param_groups if "modality" in g}
+        self.groups = modality_groups(optimizer)
         if len(self.groups) < 2:
             raise ValueError("MilesScheduler needs at least two param groups tagged with a 'modality' key")
         for g in optimizer.param_groups:
@@ -183,14 +187,19 @@ class Miles(BalancingMethod):
     """
 
     name = "miles"
+    SEARCH_SPACE = {
+        "tau": ("uniform", 0.0, 0.5),
+        "mu": ("uniform", 0.01, 1.0),
+        "variant": ("choice", ("reset", "literal")),
+    }
 
     def __init__(self, tau: float = 0.2, mu: float = 0.5, variant: str = "reset") -> None:
         check_tau_mu(tau, mu)
         check_variant(variant)
         self.tau, self.mu, self.variant = float(tau), float(mu), variant
 
-    def attach(self, model, optimizer) -> None:  # type: ignore[no-untyped-def]
-        super().attach(model, optimizer)
+    def attach(self, model, optimizer, context: RunContext | None = None) -> None:  # type: ignore[no-untyped-def]
+        super().attach(model, optimizer, context)
         self.scheduler = MilesScheduler(optimizer, self.tau, self.mu, self.variant)
 
     def on_epoch_end(self, evaluation: EpochEvaluation) -> None:
