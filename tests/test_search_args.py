@@ -135,3 +135,9 @@ def test_set_fixes_a_searched_parameter(tmp_path) -> None:
     assert set(plan.space.method("miles").params) == {"mu"}
     assert plan.base["method_args"]["tau"] == 0.1 and plan.base["lr"] == 0.002
     assert plan.space.method("miles").points == [{"mu": 0.5}, {"mu": 0.1}]
+
+
+def test_the_builtin_space_covers_every_registered_method() -> None:
+    from miles_tune.balance import list_methods
+
+    assert set(load_search_space("synthetic").methods) == set(list_methods())

@@ -4,7 +4,10 @@ A dataset is a :class:`MultimodalData`: the modality names, the task type, the
 three splits and a default encoder per modality. Splits are any torch ``Dataset``
 whose items are ``(dict[modality, Tensor], label)``; small data lives in memory
 as :class:`TensorSplit`, which the loop batches by direct indexing (no
-DataLoader overhead, which dominates for tiny MLPs).
+DataLoader overhead, which dominates for tiny MLPs). A split with a
+``get_batch(index) -> (inputs, labels)`` method (the file datasets' memory-mapped
+Arrow cache and raw-decode splits) is batched the same way: one call per batch
+instead of one ``__getitem__`` per sample plus collation.
 """
 
 from __future__ import annotations
@@ -75,6 +78,19 @@ class MultimodalData:
         return getattr(self, name)
 
 
+class _BatchesOf(Dataset):
+    """Adapter: item ``index`` (a tensor of row indices) is ``split.get_batch(index)``."""
+
+    def __init__(self, split: Dataset) -> None:
+        self.split = split
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, index: torch.Tensor) -> Batch:
+        return self.split.get_batch(index)
+
+
 def iterate_batches(
     split: Dataset,
     batch_size: int,
@@ -103,15 +119,37 @@ def iterate_batches(
             inputs = {m: x[idx].to(device, non_blocking=non_blocking) for m, x in split.inputs.items()}
             yield inputs, split.labels[idx].to(device, non_blocking=non_blocking)
         return
-    loader = DataLoader(
-        split,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        generator=generator,
-        num_workers=num_workers,
-        pin_memory=device.type == "cuda",
-        persistent_workers=False,
-    )
+    if callable(getattr(split, "get_batch", None)):
+        # One get_batch call per batch, same order as TensorSplit; workers (if any) prefetch whole batches.
+        n = len(split)
+        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        index_batches = [order[start : start + batch_size] for start in range(0, n, batch_size)]
+        if num_workers == 0:
+            for idx in index_batches:
+                inputs, labels = split.get_batch(idx)
+                yield (
+                    {m: x.to(device, non_blocking=non_blocking) for m, x in inputs.items()},
+                    labels.to(device, non_blocking=non_blocking),
+                )
+            return
+        loader = DataLoader(
+            _BatchesOf(split),
+            sampler=index_batches,
+            batch_size=None,
+            num_workers=num_workers,
+            pin_memory=device.type == "cuda",
+            persistent_workers=False,
+        )
+    else:
+        loader = DataLoader(
+            split,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            generator=generator,
+            num_workers=num_workers,
+            pin_memory=device.type == "cuda",
+            persistent_workers=False,
+        )
     for inputs, labels in loader:
         yield (
             {m: x.to(device, non_blocking=non_blocking) for m, x in inputs.items()},

@@ -28,9 +28,10 @@ class DatasetError(ValueError):
 class BrokenSample(Exception):  # noqa: N818  (a signal between decode and the planner, not an error)
     """Raised by a decoder when a *known-broken* sample cannot be decoded (then skipped)."""
 
-    def __init__(self, sample_id: str, reason: str) -> None:
+    def __init__(self, sample_id: str, reason: str, path: str | os.PathLike[str] | None = None) -> None:
         self.sample_id = sample_id
         self.reason = reason
+        self.path = None if path is None else str(path)
         super().__init__(f"{sample_id}: {reason}")
 
 

@@ -24,7 +24,7 @@ def list_encoders() -> list[str]:
     return ENCODERS.names()
 
 
-from miles_tune.models import mlp, resnet  # noqa: E402,F401  (register encoders)
+from miles_tune.models import mlp, resnet, text  # noqa: E402,F401  (register encoders)
 from miles_tune.models.fusion import FUSIONS, ConcatFusion, SumFusion, create_fusion  # noqa: E402
 from miles_tune.models.joint import JointFusionModel, ModelOutput  # noqa: E402
 
