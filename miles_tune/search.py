@@ -117,6 +117,10 @@ def plan_search(argv: list[str] | None = None) -> SearchPlan:
     fixed_now |= {k for k in overrides.get("method_args", {}) if k in space.method(args.method).params}
     space.fix(args.method, fixed_now)
     base = space.base_config(args.method, args.fusion, args.seed, overrides)
+    for key in ("data_root", "cache_dir"):  # trials run in other working directories
+        value = base["data"].get(key)
+        if value and "://" not in str(value):
+            base["data"][key] = str(Path(value).expanduser().resolve())
     # one full trial config at the space's first point (or its lower bounds) must be valid
     params = space.method(args.method).params
     probe = (

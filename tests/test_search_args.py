@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from search_helpers import TINY
 
 from miles_tune.search import main, plan_search
 from miles_tune.spaces import SearchSpaceError, list_search_spaces, load_search_space, trial_config
@@ -115,17 +114,31 @@ def test_invalid_yaml_is_refused(tmp_path) -> None:
 
 
 @pytest.mark.parametrize("name", list_search_spaces())
-def test_every_shipped_space_runs_each_method_on_cpu(name: str) -> None:
-    """Each method of each shipped space trains one epoch at its first point (tiny data, no Ray)."""
+def test_every_shipped_space_runs_each_method_on_cpu(name: str, tmp_path) -> None:
+    """Each method of each shipped space trains one epoch at its first point, on the dataset's
+    fixture in its published format (tiny encoders; no Ray)."""
+    import dataclasses
+
+    from fixtures_data import SMOKE
+
     space = load_search_space(name)
-    if space.dataset != "synthetic":
-        pytest.skip("file-based datasets run in their own tests on fixtures")
+    data_args, encoders = SMOKE[space.dataset](tmp_path)
     for method, ms in space.methods.items():
-        args = ["--dataset", name, "--method", method, "--no-tracking", *TINY, "--set", "epochs=1"]
-        plan = plan_search(args)
+        plan = plan_search(
+            ["--dataset", name, "--method", method, "--no-tracking", "--storage", str(tmp_path)]
+        )
         point = ms.points[0] if ms.points else {k: p.candidates()[0] for k, p in ms.params.items()}
-        records = list(Trainer(trial_config(plan.base, point)).run())
-        assert len(records) == 1, method
+        cfg = trial_config(plan.base, point)
+        cfg = dataclasses.replace(
+            cfg, data={**cfg.data, **data_args}, encoders=encoders, epochs=1, batch_size=16, device="cpu"
+        )
+        records = list(Trainer(cfg).run())
+        assert len(records) == 1, (name, method)
+
+
+def test_relative_data_root_is_made_absolute(tmp_path) -> None:
+    plan = plan_search(["--dataset", "cremad", "--no-tracking", "--set", "data.data_root=some/where"])
+    assert Path(plan.base["data"]["data_root"]).is_absolute()
 
 
 def test_set_fixes_a_searched_parameter(tmp_path) -> None:
