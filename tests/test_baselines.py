@@ -15,6 +15,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from toy_data import toy_data
 
 from miles_tune.balance import METHODS, create_method, default_param_groups, list_methods
 from miles_tune.balance.base import check_search_space, search_space_values
@@ -22,7 +23,7 @@ from miles_tune.balance.gblend import LossCurve, gblend_weights
 from miles_tune.balance.mslr import dynamic_factor, load_unimodal_lrs, smooth_lrs
 from miles_tune.balance.ogm import ogm_coefficients
 from miles_tune.config import TrainConfig
-from miles_tune.data import EncoderSpec, MultimodalData, TensorSplit, create_dataset
+from miles_tune.data import create_dataset
 from miles_tune.models import JointFusionModel, create_encoder
 from miles_tune.train import Trainer
 
@@ -527,34 +528,6 @@ def test_every_method_resumes_exactly(tiny_config: TrainConfig, tmp_path, method
     list(resumed.run())
     assert comparable(resumed.history) == full
     assert resumed.method.state_dict().keys() == full_trainer.method.state_dict().keys()
-
-
-def toy_data(modalities: tuple[str, ...], task: str, n: int = 48, classes: int = 4) -> MultimodalData:
-    g = torch.Generator().manual_seed(0)
-
-    def split() -> TensorSplit:
-        if task == "multiclass":
-            y = torch.randint(classes, (n,), generator=g)
-            signal = F.one_hot(y, classes).float()
-        else:
-            y = (torch.rand(n, classes, generator=g) < 0.3).long()
-            signal = y.float()
-        return TensorSplit(
-            {m: signal * (i + 1) + torch.randn(n, classes, generator=g) for i, m in enumerate(modalities)}, y
-        )
-
-    enc = EncoderSpec("mlp", {"in_dim": classes, "hidden_dims": (8,)})
-    return MultimodalData(
-        name="toy",
-        modalities=modalities,
-        task=task,  # type: ignore[arg-type]
-        num_classes=classes,
-        train=split(),
-        val=split(),
-        test=split(),
-        encoders=dict.fromkeys(modalities, enc),
-        default_metric="acc" if task == "multiclass" else "f1_micro",
-    )
 
 
 @pytest.mark.parametrize("setup", ["three-modalities-sum", "multilabel-concat"])

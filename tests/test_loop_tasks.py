@@ -3,41 +3,16 @@
 from __future__ import annotations
 
 import pytest
-import torch
+from toy_data import toy_data
 
 from miles_tune.balance.miles import conditional_utilization
 from miles_tune.config import TrainConfig
-from miles_tune.data import EncoderSpec, MultimodalData, TensorSplit
+from miles_tune.data import MultimodalData
 from miles_tune.train import Trainer
 
 
-def make_data(modalities: tuple[str, ...], task: str, n: int = 80, classes: int = 4) -> MultimodalData:
-    g = torch.Generator().manual_seed(0)
-
-    def split() -> TensorSplit:
-        if task == "multiclass":
-            y = torch.randint(classes, (n,), generator=g)
-            signal = torch.nn.functional.one_hot(y, classes).float()
-        else:
-            y = (torch.rand(n, classes, generator=g) < 0.3).long()
-            signal = y.float()
-        inputs = {
-            m: signal * (i + 1) + torch.randn(n, classes, generator=g) for i, m in enumerate(modalities)
-        }
-        return TensorSplit(inputs, y)
-
-    enc = EncoderSpec("mlp", {"in_dim": classes, "hidden_dims": (16,)})
-    return MultimodalData(
-        name="toy",
-        modalities=modalities,
-        task=task,  # type: ignore[arg-type]
-        num_classes=classes,
-        train=split(),
-        val=split(),
-        test=split(),
-        encoders=dict.fromkeys(modalities, enc),
-        default_metric="acc" if task == "multiclass" else "f1_micro",
-    )
+def make_data(modalities: tuple[str, ...], task: str) -> MultimodalData:
+    return toy_data(modalities, task, n=80, hidden=16)
 
 
 @pytest.mark.parametrize("metric", ["f1_micro", "f1_macro", "f1_samples"])
