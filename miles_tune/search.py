@@ -91,6 +91,12 @@ def is_remote(storage: str) -> bool:
     return "://" in storage
 
 
+def storage_join(storage: str, name: str) -> str:
+    """``storage``/``name``, keeping a URI's query (``s3://b/p?endpoint_override=...``) at the end."""
+    base, _, query = storage.partition("?")
+    return f"{base.rstrip('/')}/{name}" + (f"?{query}" if query else "")
+
+
 def latest_search(storage: str, prefix: str) -> str | None:
     root = Path(storage)
     if not root.is_dir():
@@ -321,7 +327,7 @@ def run_search(plan: SearchPlan, extra_callbacks: list | None = None):  # noqa: 
         }
 
     trainable = tune.with_resources(train_trial, {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial})
-    experiment_path = f"{plan.storage.rstrip('/')}/{plan.name}"
+    experiment_path = storage_join(plan.storage, plan.name)
     if args.resume:
         if not tune.Tuner.can_restore(experiment_path):
             raise ValueError(f"--resume: nothing to restore at {experiment_path}")

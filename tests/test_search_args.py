@@ -154,3 +154,12 @@ def test_the_builtin_space_covers_every_registered_method() -> None:
     from miles_tune.balance import list_methods
 
     assert set(load_search_space("synthetic").methods) == set(list_methods())
+
+
+def test_storage_join_keeps_a_uri_query_at_the_end() -> None:
+    from miles_tune.search import storage_join
+
+    assert storage_join("/data/ray/", "s1") == "/data/ray/s1"
+    assert storage_join("s3://b/p?endpoint_override=h:9&scheme=http", "s1") == (
+        "s3://b/p/s1?endpoint_override=h:9&scheme=http"
+    )
