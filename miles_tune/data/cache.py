@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import json
 import math
 import os
@@ -43,7 +44,7 @@ import time
 import uuid
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -566,3 +567,43 @@ def load(
             **plan.info,
         }
     return source.make_data(splits, info)
+
+
+def dataset_factory(
+    source_cls: type[FileDataset], modalities: Sequence[str], doc: str
+) -> Callable[..., MultimodalData]:
+    """The registry factory of a file dataset: ``data_root``, the class's options, then
+    ``cache``, ``cache_dir`` and ``progress``.
+
+    Its signature is derived from ``source_cls.__init__``, so each option is written once
+    (in the class) and the registry still refuses a misspelt one.
+    """
+    kw = inspect.Parameter.KEYWORD_ONLY
+    options = [
+        p.replace(kind=kw)
+        for name, p in inspect.signature(source_cls.__init__).parameters.items()
+        if name not in ("self", "data_root")
+    ]
+    parameters = [
+        inspect.Parameter("data_root", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None),
+        *options,
+        inspect.Parameter("cache", kw, default=True),  # False: decode the files at every access
+        inspect.Parameter("cache_dir", kw, default=None),
+        inspect.Parameter("progress", kw, default=True),
+    ]
+
+    def factory(
+        data_root: str | None = None,
+        *,
+        cache: bool = True,
+        cache_dir: str | None = None,
+        progress: bool = True,
+        **options: Any,
+    ) -> MultimodalData:
+        source = source_cls(data_root, **options)
+        return load(source, modalities, cache=cache, cache_dir=cache_dir, progress=progress)
+
+    factory.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    factory.__name__ = factory.__qualname__ = source_cls.name
+    factory.__doc__ = doc
+    return factory

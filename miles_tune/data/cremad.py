@@ -44,7 +44,7 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -54,7 +54,7 @@ from torch.utils.data import Dataset
 from miles_tune.data import register_dataset
 from miles_tune.data.audio import fit_length, read_wav, resample, scipy_spectrogram
 from miles_tune.data.base import EncoderSpec, MultimodalData
-from miles_tune.data.cache import LABEL, Field, FileDataset, Plan, load
+from miles_tune.data.cache import LABEL, Field, FileDataset, Plan, dataset_factory
 from miles_tune.data.errors import BrokenSample, DatasetError
 from miles_tune.data.media import read_image, read_video_frame, resize_hwc
 from miles_tune.data.splits import fraction_split
@@ -277,42 +277,10 @@ class CremaD(FileDataset):
         )
 
 
-@register_dataset("cremad")
-def cremad(
-    data_root: str | None = None,
-    video: Literal["auto", "flv", "frames"] = "auto",
-    frames_dir: str = FRAMES_DIR,
-    frame_position: float = 0.5,
-    seed: int = 0,
-    fractions: Sequence[float] = (0.7, 0.15, 0.15),
-    sample_rate: int = 16000,
-    duration: float = 3.0,
-    nperseg: int = 512,
-    noverlap: int = 353,
-    audio_size: int = 224,
-    image_size: int = 224,
-    broken: Literal["skip", "zero"] = "skip",
-    cache: bool = True,
-    cache_dir: str | None = None,
-    progress: bool = True,
-) -> MultimodalData:
-    """CREMA-D audio spectrogram + one video frame; see :mod:`miles_tune.data.cremad`.
-
-    ``cache=False`` decodes the files at every access instead of reading the Arrow cache.
-    """
-    source = CremaD(
-        data_root,
-        video=video,
-        frames_dir=frames_dir,
-        frame_position=frame_position,
-        seed=seed,
-        fractions=fractions,
-        sample_rate=sample_rate,
-        duration=duration,
-        nperseg=nperseg,
-        noverlap=noverlap,
-        audio_size=audio_size,
-        image_size=image_size,
-        broken=broken,
+cremad = register_dataset("cremad")(
+    dataset_factory(
+        CremaD,
+        MODALITIES,
+        "CREMA-D audio spectrogram + one video frame; see :mod:`miles_tune.data.cremad`.",
     )
-    return load(source, MODALITIES, cache=cache, cache_dir=cache_dir, progress=progress)
+)

@@ -49,7 +49,7 @@ from torch.utils.data import Dataset
 from miles_tune.data import register_dataset
 from miles_tune.data.audio import mel_spectrogram, read_wav, resample
 from miles_tune.data.base import EncoderSpec, MultimodalData
-from miles_tune.data.cache import LABEL, Field, FileDataset, Plan, load
+from miles_tune.data.cache import LABEL, Field, FileDataset, Plan, dataset_factory
 from miles_tune.data.errors import DatasetError, require
 from miles_tune.data.splits import stratified_split
 from miles_tune.data.transforms import image_to_input
@@ -318,43 +318,10 @@ class Luma(FileDataset):
         )
 
 
-@register_dataset("luma")
-def luma(
-    data_root: str | None = None,
-    classes: Sequence[str] | None = None,
-    per_class: int = 1500,
-    n_val: int | None = None,
-    n_test: int | None = None,
-    stratify: bool = False,
-    seed: int = 0,
-    sample_rate: int = 16000,
-    resample_audio: bool = True,
-    n_mels: int = 96,
-    n_frames: int = 96,
-    n_fft: int = 400,
-    hop_length: int = 200,
-    log_mel: bool = True,
-    image_size: int = 96,
-    cache: bool = True,
-    cache_dir: str | None = None,
-    progress: bool = True,
-) -> MultimodalData:
-    """LUMA audio (mel) + image over a configurable class list; see :mod:`miles_tune.data.luma`."""
-    source = Luma(
-        data_root,
-        classes=classes,
-        per_class=per_class,
-        n_val=n_val,
-        n_test=n_test,
-        stratify=stratify,
-        seed=seed,
-        sample_rate=sample_rate,
-        resample_audio=resample_audio,
-        n_mels=n_mels,
-        n_frames=n_frames,
-        n_fft=n_fft,
-        hop_length=hop_length,
-        log_mel=log_mel,
-        image_size=image_size,
+luma = register_dataset("luma")(
+    dataset_factory(
+        Luma,
+        MODALITIES,
+        "LUMA audio (mel) + image over a configurable class list; see :mod:`miles_tune.data.luma`.",
     )
-    return load(source, MODALITIES, cache=cache, cache_dir=cache_dir, progress=progress)
+)

@@ -54,14 +54,14 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from torch.utils.data import Dataset
 
 from miles_tune.data import register_dataset
 from miles_tune.data.base import EncoderSpec, MultimodalData
-from miles_tune.data.cache import LABEL, Field, FileDataset, Plan, load
+from miles_tune.data.cache import LABEL, Field, FileDataset, Plan, dataset_factory
 from miles_tune.data.errors import DatasetError, require
 from miles_tune.data.media import center_crop, read_image, resize_shorter_side
 from miles_tune.data.text import TextFeaturizer, describe_source
@@ -389,35 +389,10 @@ class MMImdb(FileDataset):
         )
 
 
-@register_dataset("mmimdb")
-def mmimdb(
-    data_root: str | None = None,
-    form: Literal["auto", "raw", "hdf5"] = "auto",
-    text: Literal["features", "tokens"] = "features",
-    text_model: str = "bert-base-uncased",
-    text_pooling: Literal["cls", "mean"] = "cls",
-    max_length: int | None = None,
-    text_batch_size: int = 16,
-    text_seed: int = 0,
-    local_files_only: bool = False,
-    image_size: int = 224,
-    resize: int = 256,
-    cache: bool = True,
-    cache_dir: str | None = None,
-    progress: bool = True,
-) -> MultimodalData:
-    """MM-IMDb plot + poster, 23-genre multilabel; see :mod:`miles_tune.data.mmimdb`."""
-    source = MMImdb(
-        data_root,
-        form=form,
-        text=text,
-        text_model=text_model,
-        text_pooling=text_pooling,
-        max_length=max_length,
-        text_batch_size=text_batch_size,
-        text_seed=text_seed,
-        local_files_only=local_files_only,
-        image_size=image_size,
-        resize=resize,
+mmimdb = register_dataset("mmimdb")(
+    dataset_factory(
+        MMImdb,
+        MODALITIES,
+        "MM-IMDb plot + poster, 23-genre multilabel; see :mod:`miles_tune.data.mmimdb`.",
     )
-    return load(source, MODALITIES, cache=cache, cache_dir=cache_dir, progress=progress)
+)

@@ -42,7 +42,7 @@ from torch.utils.data import Dataset
 
 from miles_tune.data import register_dataset
 from miles_tune.data.base import EncoderSpec, MultimodalData
-from miles_tune.data.cache import LABEL, Field, FileDataset, Plan, load
+from miles_tune.data.cache import LABEL, Field, FileDataset, Plan, dataset_factory
 from miles_tune.data.errors import DatasetError
 from miles_tune.data.transforms import Standardize
 
@@ -273,29 +273,6 @@ class SMnist(FileDataset):
         )
 
 
-@register_dataset("smnist")
-def smnist(
-    data_root: str | None = None,
-    n_train: int = 8000,
-    n_val: int = 2000,
-    n_test: int = 2000,
-    seed: int = 0,
-    dedupe: bool = False,
-    image_size: int = 28,
-    standardize: bool = False,
-    cache: bool = True,
-    cache_dir: str | None = None,
-    progress: bool = True,
-) -> MultimodalData:
-    """S-MNIST written + spoken digits; see :mod:`miles_tune.data.smnist`."""
-    source = SMnist(
-        data_root,
-        n_train=n_train,
-        n_val=n_val,
-        n_test=n_test,
-        seed=seed,
-        dedupe=dedupe,
-        image_size=image_size,
-        standardize=standardize,
-    )
-    return load(source, MODALITIES, cache=cache, cache_dir=cache_dir, progress=progress)
+smnist = register_dataset("smnist")(
+    dataset_factory(SMnist, MODALITIES, "S-MNIST written + spoken digits; see :mod:`miles_tune.data.smnist`.")
+)
