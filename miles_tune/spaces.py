@@ -34,6 +34,7 @@ from typing import Any
 import yaml
 
 from miles_tune.config import TrainConfig
+from miles_tune.errors import ConfigError
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 DISTRIBUTIONS = ("uniform", "loguniform", "randint", "choice")
@@ -42,7 +43,7 @@ METHOD_KEYS = {"space", "fixed", "points"}
 RESOURCE_KEYS = {"gpus_per_trial", "cpus_per_trial"}
 
 
-class SearchSpaceError(ValueError):
+class SearchSpaceError(ConfigError):
     """A search-space file is invalid; the message names the file and the key."""
 
 

@@ -12,10 +12,12 @@ import importlib
 import os
 from types import ModuleType
 
+from miles_tune.errors import ConfigError
+
 INSTALL_HINT = 'pip install "miles_tune[data]"'
 
 
-class DatasetError(ValueError):
+class DatasetError(ConfigError):
     """A dataset's files are missing, unreadable or malformed; the message names the file."""
 
     def __init__(self, message: str, path: str | os.PathLike[str] | None = None) -> None:
