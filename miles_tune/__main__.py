@@ -1,3 +1,3 @@
-from miles_tune.train import main
+from miles_tune.cli import train_main
 
-raise SystemExit(main())
+raise SystemExit(train_main())

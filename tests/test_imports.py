@@ -14,3 +14,50 @@ def test_core_imports_no_heavy_packages() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == ""
+
+
+def component_imports() -> dict[str, set[str]]:
+    """miles_tune's top-level components (``data``, ``train``, ``cli``, ...) and the components each
+    imports anywhere in its code, lazy imports inside functions included."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "miles_tune"
+    graph: dict[str, set[str]] = {}
+    for path in root.rglob("*.py"):
+        parts = path.relative_to(root).with_suffix("").parts
+        component = parts[0]
+        if component in ("__init__", "__main__"):
+            continue
+        edges = graph.setdefault(component, set())
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            for name in names:
+                if name.startswith("miles_tune."):
+                    target = name.split(".")[1]
+                    if target != component and path.name != "__main__.py":
+                        edges.add(target)
+    return graph
+
+
+def test_imports_go_one_way() -> None:
+    """No circle between components: each may import only what sits below it."""
+    graph = component_imports()
+    state: dict[str, int] = {}
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            assert state.get(nxt) != 1, f"import circle: {' -> '.join([*path, node, nxt])}"
+            if nxt not in state:
+                visit(nxt, [*path, node])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [])
+    assert "cli" in graph and "train" in graph["cli"] and "cli" not in graph["train"]

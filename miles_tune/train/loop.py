@@ -1,0 +1,509 @@
+"""The joint-fusion training loop, usable without Ray.
+
+    trainer = Trainer(TrainConfig(method="miles", method_args={"tau": 0.2, "mu": 0.5}))
+    for record in trainer.run():          # one EpochRecord per epoch
+        trainer.save_checkpoint(path)     # optional; load_checkpoint(path) resumes exactly
+    print(trainer.summary())
+
+Each epoch: train on Eq. 3's loss (terms weighted by the balancing method), evaluate
+every head on train, val and test, compute u and δ (Eq. 4-5) on ``u_source``, let the
+method react (MILES changes the encoders' learning rates), and yield the record.
+The best epoch is the one with the best validation metric of the method's selection
+head (the multimodal head, except for ``unimodal``); its test metrics are the result.
+
+Command line: ``python -m miles_tune.train --dataset synthetic --method miles --out runs/x``
+(:mod:`miles_tune.cli`; this module knows nothing of it).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Subset
+
+from miles_tune.balance import BalancingMethod, EpochEvaluation, create_method
+from miles_tune.balance.base import RunContext
+from miles_tune.balance.miles import conditional_utilization, imbalance
+from miles_tune.config import TrainConfig
+from miles_tune.data import MultimodalData, TensorSplit, create_dataset, iterate_batches
+from miles_tune.errors import ConfigError
+from miles_tune.metrics import check_metric, compute_metrics, loss_function, probabilities
+from miles_tune.models import JointFusionModel, create_encoder
+from miles_tune.records import MM, SPLITS, EpochRecord, metric_key, without_head
+
+CHECKPOINT_VERSION = 2  # 2: RNG states as tensors and plain containers (read with weights_only)
+# settings a resumed run may change without changing its results
+RESUMABLE_CHANGES = {"epochs", "device", "num_workers", "eval_batch_size"}
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; the message names the epoch and step."""
+
+
+class CheckpointError(ConfigError):
+    """A checkpoint cannot be used: unreadable, not plain data, another version or another config."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def build_model(data: MultimodalData, config: TrainConfig) -> JointFusionModel:
+    encoders = {}
+    for m in data.modalities:
+        spec = dict(data.encoders[m].kwargs)
+        name = data.encoders[m].name
+        override = dict(config.encoders.get(m, {}))
+        if "name" in override and override["name"] != name:
+            name, spec = override.pop("name"), {}
+        override.pop("name", None)
+        spec.update(override)
+        encoders[m] = create_encoder(name, **spec)
+    unknown = set(config.encoders) - set(data.modalities)
+    if unknown:
+        raise ValueError(
+            f"encoder overrides for unknown modalities {sorted(unknown)}; have {data.modalities}"
+        )
+    return JointFusionModel(encoders, data.num_classes, config.fusion, config.fusion_width)
+
+
+def build_optimizer(groups: list[dict[str, Any]], config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=config.lr, betas=(0.9, 0.999), weight_decay=config.weight_decay)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.999), weight_decay=config.weight_decay)
+    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+
+
+def split_holdout(train: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset | None]:
+    """Set ``fraction`` of the training set aside (a seeded permutation): (rest, held out)."""
+    if fraction <= 0:
+        return train, None
+    n = len(train)
+    n_out = int(round(fraction * n))
+    if not 1 <= n_out < n:
+        raise ValueError(f"a hold-out fraction of {fraction} leaves no usable split of {n} training samples")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    keep, out = order[n_out:].sort().values, order[:n_out].sort().values
+    if isinstance(train, TensorSplit):
+        return train.subset(keep), train.subset(out)
+    return Subset(train, keep.tolist()), Subset(train, out.tolist())
+
+
+def train_pass(
+    model: JointFusionModel,
+    optimizer: torch.optim.Optimizer,
+    batches: Iterable[tuple[dict[str, torch.Tensor], torch.Tensor]],
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    weights: Mapping[str, float],
+    *,
+    detach_unimodal: bool = False,
+    epoch: int = 0,
+    after_backward: Callable[..., None] | None = None,
+) -> tuple[torch.Tensor, int]:
+    """One pass over ``batches`` with loss Σ_t weights[t]·L_t (terms: mm, then one per modality).
+
+    ``after_backward(output, labels, epoch, step)`` runs between backward and step.
+    Returns the sample-weighted sums (total, mm, per modality) and the number of samples.
+    """
+    modalities = model.modalities
+    sums = [0.0] * (len(modalities) + 2)  # total, mm, per modality (Python floats: no tensor ops per step)
+    n_seen = 0
+    term_weights = [float(weights[MM]), *(float(weights[m]) for m in modalities)]
+    if not any(term_weights):
+        raise ValueError("every loss weight is 0: nothing would train")
+    for step, (inputs, labels) in enumerate(batches):
+        out = model(inputs, detach_unimodal=detach_unimodal)
+        terms = [loss_fn(out.logits, labels)] + [
+            loss_fn(out.unimodal[m], labels) for m in modalities
+        ]  # mm, then one per modality
+        # Σ_t w_t·L_t without no-op ops: weight 1 adds the term as is, weight 0 leaves it out
+        # (its parameters then get no gradient at all, rather than a zero one)
+        weighted = [t if w == 1.0 else w * t for w, t in zip(term_weights, terms, strict=True) if w != 0.0]
+        loss = weighted[0]
+        for t in weighted[1:]:
+            loss = loss + t
+        values = torch.stack([loss.detach(), *(t.detach() for t in terms)]).tolist()  # one sync per step
+        if not math.isfinite(values[0]):
+            raise NonFiniteLossError(f"non-finite training loss ({values[0]}) at epoch {epoch}, step {step}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if after_backward is not None:
+            after_backward(out, labels, epoch, step)
+        optimizer.step()
+        n = len(labels)
+        n_seen += n
+        sums = [acc + n * v for acc, v in zip(sums, values, strict=True)]
+    return torch.tensor(sums, dtype=torch.float64), n_seen
+
+
+def mean_losses(sums: torch.Tensor, n_seen: int, modalities: tuple[str, ...]) -> dict[str, float]:
+    means = (sums / max(n_seen, 1)).tolist()
+    losses = {"total": means[0], MM: means[1]}
+    losses.update(dict(zip(modalities, means[2:], strict=True)))
+    return losses
+
+
+@torch.no_grad()
+def evaluate_model(
+    model: JointFusionModel,
+    split: Dataset,
+    task: str,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    batch_size: int,
+    device: torch.device,
+) -> dict[str, dict[str, float]]:
+    """Loss and every metric of every head on one split (eval mode)."""
+    modalities = model.modalities
+    model.eval()
+    logits: dict[str, list[torch.Tensor]] = {h: [] for h in (MM, *modalities)}
+    labels: list[torch.Tensor] = []
+    for inputs, y in iterate_batches(split, batch_size, device=device):
+        out = model(inputs)
+        logits[MM].append(out.logits.float().cpu())
+        for m in modalities:
+            logits[m].append(out.unimodal[m].float().cpu())
+        labels.append(y.cpu())
+    y_all = torch.cat(labels)
+    cat = {h: torch.cat(v) for h, v in logits.items()}
+    probs = {h: probabilities(v, task) for h, v in cat.items()}
+    result = {}
+    for head, lg in cat.items():
+        result[head] = compute_metrics(probs[head], y_all, task)
+        result[head]["loss"] = loss_fn(lg, y_all).item()
+    if len(modalities) > 2:
+        for m in modalities:
+            others = torch.stack([probs[o] for o in modalities if o != m]).mean(0)
+            result[without_head(m)] = compute_metrics(others, y_all, task)
+    return result
+
+
+class Trainer:
+    """Owns data, model, optimizer and method for one run; :meth:`run` yields epoch records."""
+
+    def __init__(self, config: TrainConfig, data: MultimodalData | None = None) -> None:
+        config.validate()
+        self.config = config
+        # the method first: a bad τ or μ is refused before any data is built
+        self.method: BalancingMethod = create_method(config.method, **config.method_args)
+        self.data = data if data is not None else create_dataset(config.dataset, **config.data)
+        self.metric = config.metric or self.data.default_metric
+        check_metric(self.metric, self.data.task)
+        self.method.check(self.data.modalities, config.fusion)
+        self.device = resolve_device(config.device)
+
+        self.train_split, holdout = split_holdout(self.data.train, self.method.train_holdout, config.seed)
+        self.splits: dict[str, Dataset] = {
+            "train": self.train_split,
+            "val": self.data.val,
+            "test": self.data.test,
+        }
+        if holdout is not None:
+            self.splits["holdout"] = holdout
+
+        seed_everything(config.seed)
+        self.model = build_model(self.data, config).to(self.device)
+        groups = self.method.param_groups(self.model, config.lr, config.heads_with_encoders)
+        self.optimizer = build_optimizer(groups, config)
+        self.loss_fn = loss_function(self.data.task)
+        self.context = self.build_context()
+        self.method.attach(self.model, self.optimizer, self.context)
+
+        self.epoch = 0  # the next epoch to run
+        self.history: list[EpochRecord] = []
+        self.best_epoch: int | None = None
+        self.best_value = -math.inf
+        self.stopped_early = False
+
+    def build_context(self) -> RunContext:
+        """What a method may use beyond the hooks: settings, splits, side-training helpers."""
+        cfg = self.config
+
+        def train_epoch(
+            model: JointFusionModel,
+            optimizer: torch.optim.Optimizer,
+            weights: Mapping[str, float],
+            *,
+            seed: int,
+            split: str = "train",
+            detach_unimodal: bool = False,
+        ) -> dict[str, float]:
+            model.train()
+            batches = iterate_batches(
+                self.splits[split], cfg.batch_size, shuffle=True, seed=seed, device=self.device
+            )
+            sums, n = train_pass(
+                model, optimizer, batches, self.loss_fn, weights, detach_unimodal=detach_unimodal
+            )
+            return mean_losses(sums, n, model.modalities)
+
+        def evaluate(model: JointFusionModel, split: str) -> dict[str, dict[str, float]]:
+            return evaluate_model(
+                model, self.splits[split], self.data.task, self.loss_fn, cfg.eval_batch_size, self.device
+            )
+
+        return RunContext(
+            modalities=self.data.modalities,
+            task=self.data.task,
+            metric=self.metric,
+            epochs=cfg.epochs,
+            lr=cfg.lr,
+            batch_size=cfg.batch_size,
+            seed=cfg.seed,
+            device=self.device,
+            heads_with_encoders=cfg.heads_with_encoders,
+            splits=self.splits,
+            loss_fn=self.loss_fn,
+            make_optimizer=lambda groups: build_optimizer(groups, cfg),
+            train_epoch=train_epoch,
+            evaluate=evaluate,
+        )
+
+    # -- the loop ---------------------------------------------------------------------
+    def run(self) -> Iterator[EpochRecord]:
+        while self.epoch < self.config.epochs and not self.stopped_early:
+            yield self.run_epoch()
+
+    def run_epoch(self) -> EpochRecord:
+        epoch, started = self.epoch, time.perf_counter()
+        lrs = {g.get("name", str(i)): g["lr"] for i, g in enumerate(self.optimizer.param_groups)}
+        losses, train_seconds = self.train_one_epoch(epoch)
+        metrics = {split: self.evaluate(split) for split in SPLITS}
+
+        multimodal = metrics[self.config.u_source][MM][self.metric]
+        without = {
+            m: metrics[self.config.u_source][self.without_head(m)][self.metric] for m in self.modalities
+        }
+        u = conditional_utilization(multimodal, without)
+        evaluation = EpochEvaluation(
+            epoch, metrics, self.metric, self.config.u_source, multimodal, without, u, imbalance(u)
+        )
+        self.method.on_epoch_end(evaluation)  # may change learning rates for the next epoch
+
+        record = EpochRecord(
+            epoch=epoch,
+            losses=losses,
+            metrics=metrics,
+            u=u,
+            delta=evaluation.delta,
+            lr=lrs,
+            epoch_seconds=time.perf_counter() - started,
+            samples_per_second=len(self.train_split) / max(train_seconds, 1e-9),
+            extra=self.method.record_extra(),
+        )
+        value = metrics["val"][self.method.selection_head][self.metric]
+        if value > self.best_value:
+            self.best_value, self.best_epoch = value, epoch
+        self.history.append(record)
+        self.epoch += 1
+        self.stopped_early = self.method.should_stop()
+        return record
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return self.data.modalities
+
+    def without_head(self, modality: str) -> str:
+        """The head that predicts without ``modality``: the other unimodal head, or their average."""
+        if len(self.modalities) == 2:
+            return next(m for m in self.modalities if m != modality)
+        return without_head(modality)
+
+    def train_one_epoch(self, epoch: int) -> tuple[dict[str, float], float]:
+        """One pass over the training set; returns mean loss per term and seconds spent."""
+        cfg, model, method = self.config, self.model, self.method
+        model.train()
+        method.on_train_epoch_start(epoch)  # may set parts to eval mode, or run side trainings
+        started = time.perf_counter()
+        batches = iterate_batches(
+            self.train_split,
+            cfg.batch_size,
+            shuffle=True,
+            seed=cfg.seed * 1_000_003 + epoch,
+            num_workers=cfg.num_workers,
+            device=self.device,
+        )
+        sums, n_seen = train_pass(
+            model,
+            self.optimizer,
+            batches,
+            self.loss_fn,
+            method.loss_weights(),
+            detach_unimodal=not method.aux_losses,
+            epoch=epoch,
+            after_backward=method.on_after_backward,
+        )
+        return mean_losses(sums, n_seen, self.modalities), time.perf_counter() - started
+
+    def evaluate(self, split: str) -> dict[str, dict[str, float]]:
+        """Loss and every metric of every head on one split (eval mode)."""
+        return evaluate_model(
+            self.model,
+            self.splits[split],
+            self.data.task,
+            self.loss_fn,
+            self.config.eval_batch_size,
+            self.device,
+        )
+
+    # -- results ----------------------------------------------------------------------
+    @property
+    def selection_key(self) -> str:
+        return metric_key("val", self.method.selection_head, self.metric)
+
+    def best_record(self) -> EpochRecord | None:
+        if self.best_epoch is None:
+            return None
+        return next(r for r in self.history if r.epoch == self.best_epoch)
+
+    def summary(self) -> dict[str, Any]:
+        best = self.best_record()
+        flat = best.flat() if best else {}
+        return {
+            "config": self.config.to_dict(),
+            "dataset": self.data.name,
+            "modalities": list(self.modalities),
+            "metric": self.metric,
+            "selection": self.selection_key,
+            "epochs_run": self.epoch,
+            "stopped_early": self.stopped_early,
+            "best_epoch": self.best_epoch,
+            "best": {k: v for k, v in flat.items() if k.split("/")[0] in ("val", "test")},
+            "seconds": sum(r.epoch_seconds for r in self.history),
+        }
+
+    # -- checkpoints ------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "version": CHECKPOINT_VERSION,
+            "config": self.config.to_dict(),
+            "epoch": self.epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "method": self.method.state_dict(),
+            "history": [r.flat() for r in self.history],
+            "best_epoch": self.best_epoch,
+            "best_value": self.best_value,
+            "stopped_early": self.stopped_early,
+            "rng": rng_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("version") != CHECKPOINT_VERSION:
+            raise CheckpointError(
+                f"checkpoint version {state.get('version')}: this miles_tune reads version {CHECKPOINT_VERSION}"
+            )
+        saved, current = state["config"], self.config.to_dict()
+        changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k])
+        if changed:
+            raise CheckpointError(f"checkpoint was written with a different config; differs in {changed}")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.method.load_state_dict(state["method"])
+        self.epoch = int(state["epoch"])
+        self.history = [EpochRecord.from_flat(r) for r in state["history"]]
+        self.best_epoch, self.best_value = state["best_epoch"], state["best_value"]
+        self.stopped_early = bool(state["stopped_early"])
+        set_rng_state(state["rng"])
+
+    def save_checkpoint(self, path: str | os.PathLike) -> None:
+        """Atomic write: a crash mid-save never leaves a truncated checkpoint behind."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        torch.save(self.state_dict(), tmp)
+        os.replace(tmp, path)
+
+    def load_checkpoint(self, path: str | os.PathLike) -> None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no checkpoint at {path}")
+        try:
+            self.load_state_dict(read_checkpoint(path, self.device))
+        except CheckpointError as exc:
+            message = str(exc)
+            raise CheckpointError(message if str(path) in message else f"{path}: {message}") from None
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG the loop draws from, as tensors and plain containers (loadable with weights_only)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {
+            "name": name,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "python": random.getstate(),
+    }
+
+
+def set_rng_state(rng: Mapping[str, Any]) -> None:
+    torch.set_rng_state(rng["torch"])
+    if rng["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    n = rng["numpy"]
+    keys = n["keys"].numpy().astype(np.uint32)
+    np.random.set_state((n["name"], keys, n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    random.setstate(rng["python"])
+
+
+def read_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Read a checkpoint as plain data only (``weights_only=True``): tensors, numbers, strings and
+    containers. A file that needs anything else to unpickle (a crafted one that would run code,
+    or a foreign one) is refused with a one-line error naming it, and nothing in it is executed."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        needs = next((ln.strip() for ln in str(exc).splitlines() if "GLOBAL" in ln), "")
+        raise CheckpointError(
+            f"refusing checkpoint {path}: it is not plain data ({needs or 'unsupported content'}); "
+            "only load checkpoints written by miles_tune, from a source you trust"
+        ) from None
+    except Exception as exc:  # truncated, or not a torch file at all
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"cannot read checkpoint {path}: {first}") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {path} holds a {type(state).__name__}, not a trainer state")
+    return state
+
+
+def write_history(records: list[EpochRecord], path: str | os.PathLike) -> None:
+    """Per-epoch records as Parquet, one column per flat key."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [r.flat() for r in records]
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    table = pa.table({k: [row.get(k) for row in rows] for k in columns})
+    pq.write_table(table, path)
+
+
+def read_history(path: str | os.PathLike) -> list[EpochRecord]:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    return [
+        EpochRecord.from_flat({k: v for k, v in row.items() if v is not None}) for row in table.to_pylist()
+    ]
