@@ -37,7 +37,9 @@ def test_crafted_checkpoint_is_refused_and_executes_nothing(tiny_config: TrainCo
     trainer = Trainer(tiny_config)
     marker = tmp_path / "pwned"
     path = crafted_checkpoint(tmp_path / "evil.pt", marker, trainer.state_dict())
-    with pytest.raises(CheckpointError, match=r"refusing checkpoint .*evil\.pt: it is not plain data") as info:
+    with pytest.raises(
+        CheckpointError, match=r"refusing checkpoint .*evil\.pt: it is not plain data"
+    ) as info:
         Trainer(tiny_config).load_checkpoint(path)
     assert isinstance(info.value, ConfigError)
     assert "\n" not in str(info.value)
@@ -53,7 +55,9 @@ def test_train_cli_resume_refuses_a_crafted_checkpoint(tmp_path) -> None:
     assert first.returncode == 0, first.stderr
     real = torch.load(out / "checkpoint.pt", weights_only=True)
     crafted_checkpoint(out / "checkpoint.pt", marker, real)
-    resumed = subprocess.run([*base, "--epochs", "3", "--resume"], capture_output=True, text=True, timeout=120)
+    resumed = subprocess.run(
+        [*base, "--epochs", "3", "--resume"], capture_output=True, text=True, timeout=120
+    )
     assert resumed.returncode == 2
     assert resumed.stderr.strip().startswith("error: refusing checkpoint")
     assert str(out / "checkpoint.pt") in resumed.stderr

@@ -129,7 +129,8 @@ def train_pass(
     term_weights = [float(weights[MM]), *(float(weights[m]) for m in modalities)]
     if not any(term_weights):
         raise ValueError("every loss weight is 0: nothing would train")
-    for step, (inputs, labels) in enumerate(batches):
+    step = -1
+    for step, (inputs, labels) in enumerate(batches):  # noqa: B007  (the last step is reported below)
         out = model(inputs, detach_unimodal=detach_unimodal)
         terms = [loss_fn(out.logits, labels)] + [
             loss_fn(out.unimodal[m], labels) for m in modalities
@@ -142,16 +143,39 @@ def train_pass(
             loss = loss + t
         values = torch.stack([loss.detach(), *(t.detach() for t in terms)]).tolist()  # one sync per step
         if not math.isfinite(values[0]):
+            # parameters are checked after every pass, so a bad one here came from the last update
+            check_parameters(model, f"the update at epoch {epoch}, step {step - 1}")
             raise NonFiniteLossError(f"non-finite training loss ({values[0]}) at epoch {epoch}, step {step}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if after_backward is not None:
             after_backward(out, labels, epoch, step)
-        optimizer.step()
+        try:
+            optimizer.step()
+        except RuntimeError as exc:  # e.g. Adam with lr 1e38: "value cannot be converted ... overflow"
+            if "overflow" not in str(exc):
+                raise
+            lrs = sorted({g["lr"] for g in optimizer.param_groups})
+            raise NonFiniteLossError(
+                f"non-finite parameter update at epoch {epoch}, step {step} (learning rates {lrs}): {exc}"
+            ) from None
         n = len(labels)
         n_seen += n
         sums = [acc + n * v for acc, v in zip(sums, values, strict=True)]
+    check_parameters(model, f"the update at epoch {epoch}, step {step}")
     return torch.tensor(sums, dtype=torch.float64), n_seen
+
+
+def check_parameters(model: torch.nn.Module, where: str) -> None:
+    """Raise :class:`NonFiniteLossError` naming the first parameter that is NaN or infinite (one
+    device sync for the whole model)."""
+    params = [(name, p) for name, p in model.named_parameters()]
+    if not params:
+        return
+    finite = torch.stack([p.detach().isfinite().all() for _, p in params]).tolist()
+    bad = next((name for (name, _), ok in zip(params, finite, strict=True) if not ok), None)
+    if bad is not None:
+        raise NonFiniteLossError(f"non-finite parameter {bad} after {where}")
 
 
 def mean_losses(sums: torch.Tensor, n_seen: int, modalities: tuple[str, ...]) -> dict[str, float]:
@@ -407,9 +431,8 @@ class Trainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("version") != CHECKPOINT_VERSION:
-            raise CheckpointError(
-                f"checkpoint version {state.get('version')}: this miles_tune reads version {CHECKPOINT_VERSION}"
-            )
+            found = state.get("version")
+            raise CheckpointError(f"checkpoint version {found}: this miles_tune reads {CHECKPOINT_VERSION}")
         saved, current = state["config"], self.config.to_dict()
         changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k])
         if changed:
