@@ -5,10 +5,12 @@
     python -m miles_tune.search --resume                          # finish the latest interrupted one
 
 Flow: parse and validate everything (arguments, the dataset's search space, every
-bound) before Ray starts; connect to Ray; create the MLflow experiment and the
-search's parent run on the driver; run the Tuner (Optuna TPE or random search,
-optional ASHA, fractional GPUs, retries); print the best trial and write
-``best_config.yaml`` and ``trials.parquet`` (every trial's per-epoch records).
+bound, the dataset's files) before Ray starts; take the search's name lock; check the
+MLflow store answers; connect to Ray and check every trial fits a node; create the MLflow
+experiment and the search's parent run on the driver; run the Tuner (Optuna TPE or random
+search, optional ASHA, fractional GPUs, retries for infrastructure faults only); bring
+every trial's MLflow run up to date; print the best trial and write ``best_config.yaml``
+and ``trials.parquet`` (every trial's per-epoch records).
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
+import math
+import re
+import secrets
 import sys
 import warnings
 from dataclasses import dataclass
@@ -25,11 +30,15 @@ from typing import Any
 import yaml
 
 from miles_tune.cli import apply_overrides
+from miles_tune.errors import ConfigError
 from miles_tune.spaces import SearchSpace, load_search_space, trial_config
 
 log = logging.getLogger("miles_tune.search")
 SEARCHERS = ("optuna", "random")
 SCHEDULERS = ("none", "asha")
+#: a search's name becomes a folder and an MLflow tag: no separators, no quotes, no spaces
+NAME_PATTERN = re.compile(r"[A-Za-z0-9._-]+")
+LOCK_FILE = ".miles_tune.lock"
 
 
 @dataclass
@@ -72,7 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///<cwd>/mlflow.db)")
     p.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
     p.add_argument("--experiment", default="miles_tune", help="MLflow experiment name")
-    p.add_argument("--name", help="this search's name (default: <dataset>-<method>-<fusion>-<time>)")
+    p.add_argument(
+        "--name",
+        help="this search's name: letters, digits, . _ - (default: <dataset>-<method>-<fusion>-<time>-<id>)",
+    )
     p.add_argument("--seed", type=int, default=0, help="searcher seed and every trial's training seed")
     p.add_argument("--resume", action="store_true", help="restore the search --name (default: the latest)")
     p.add_argument("--results", default="runs", help="where best_config.yaml and trials.parquet go")
@@ -97,6 +109,19 @@ def storage_join(storage: str, name: str) -> str:
     return f"{base.rstrip('/')}/{name}" + (f"?{query}" if query else "")
 
 
+def check_name(name: str) -> str:
+    if not NAME_PATTERN.fullmatch(name) or set(name) == {"."}:
+        raise ConfigError(
+            f"--name {name!r}: use only letters, digits, '.', '_' and '-' (and not '.' or '..')"
+        )
+    return name
+
+
+def default_name(prefix: str) -> str:
+    """Unique even for searches started in the same second (a seed loop): time plus a random id."""
+    return f"{prefix}-{dt.datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+
+
 def latest_search(storage: str, prefix: str) -> str | None:
     root = Path(storage)
     if not root.is_dir():
@@ -109,13 +134,13 @@ def latest_search(storage: str, prefix: str) -> str | None:
 
 
 def plan_search(argv: list[str] | None = None) -> SearchPlan:
-    """Parse and validate; raises ValueError with a clear message on any bad input."""
+    """Parse and validate, before Ray starts; raises ConfigError naming the flag, key or file."""
     from miles_tune.tracking import normalise_tracking_uri
 
     args = build_parser().parse_args(argv)
     space = load_search_space(args.space or args.dataset)
     if args.space is None and space.dataset != args.dataset:
-        raise ValueError(f"{space.path} is for dataset {space.dataset!r}, not {args.dataset!r}")
+        raise ConfigError(f"{space.path} is for dataset {space.dataset!r}, not {args.dataset!r}")
     space.method(args.method)  # refuses a method the space does not cover
     overrides = apply_overrides({}, args.set)
     # a --set of a searched parameter fixes it: it leaves the space (and the points)
@@ -145,28 +170,28 @@ def plan_search(argv: list[str] | None = None) -> SearchPlan:
 
     num_samples = args.num_samples if args.num_samples is not None else space.num_samples
     if num_samples < 1:
-        raise ValueError(f"--num-samples must be >= 1, got {num_samples}")
+        raise ConfigError(f"--num-samples must be >= 1, got {num_samples}")
     gpus = args.gpus_per_trial if args.gpus_per_trial is not None else space.resources["gpus_per_trial"]
     cpus = args.cpus_per_trial if args.cpus_per_trial is not None else space.resources["cpus_per_trial"]
+    for flag, value in (("--gpus-per-trial", gpus), ("--cpus-per-trial", cpus)):
+        if not math.isfinite(value):
+            raise ConfigError(f"{flag} must be a finite number, got {value}")
     if gpus < 0 or (gpus > 1 and gpus != int(gpus)):
-        raise ValueError(f"--gpus-per-trial must be a fraction below 1 or a whole number, got {gpus}")
+        raise ConfigError(f"--gpus-per-trial must be a fraction below 1 or a whole number, got {gpus}")
     if cpus <= 0:
-        raise ValueError(f"--cpus-per-trial must be > 0, got {cpus}")
+        raise ConfigError(f"--cpus-per-trial must be > 0, got {cpus}")
     if args.max_concurrent < 0 or args.max_failures < 0 or args.grace_period < 1:
-        raise ValueError("--max-concurrent and --max-failures must be >= 0, --grace-period >= 1")
+        raise ConfigError("--max-concurrent and --max-failures must be >= 0, --grace-period >= 1")
     storage = args.storage if is_remote(args.storage) else str(Path(args.storage).resolve())
     prefix = f"{space.dataset}-{args.method}-{args.fusion}"
     name = args.name
     if args.resume and name is None:
         if is_remote(storage):
-            raise ValueError("--resume with remote --storage needs --name")
+            raise ConfigError("--resume with remote --storage needs --name")
         name = latest_search(storage, prefix)
         if name is None:
-            raise ValueError(f"--resume: no search named {prefix}-* under {storage}")
-    if name is None:
-        name = f"{prefix}-{dt.datetime.now():%Y%m%d-%H%M%S}"
-    if not args.resume and not is_remote(storage) and (Path(storage) / name).exists():
-        raise ValueError(f"a search named {name!r} exists under {storage}; pass --resume or another --name")
+            raise ConfigError(f"--resume: no search named {prefix}-* under {storage}")
+    name = check_name(name) if name is not None else default_name(prefix)
     selection_head = "mm" if cfg.method != "unimodal" else cfg.method_args["modality"]
     return SearchPlan(
         args=args,
@@ -225,45 +250,119 @@ def make_scheduler(plan: SearchPlan):  # noqa: ANN201
 
 
 def make_callbacks(plan: SearchPlan) -> list:
+    """No retry of deterministic failures; every trial's MLflow run closed and complete."""
     from ray import tune
 
-    if plan.tracking_uri is None:
-        return []
-    uri = plan.tracking_uri
+    from miles_tune.trainable import FAILED_KEY
 
-    class CloseStoppedTrialRuns(tune.Callback):
-        """A trial stopped by ASHA (or failed for good) never reaches its own end: close its run."""
+    class NoRetryOfDeterministicFailures(tune.Callback):
+        """A trial reports ``FAILED_KEY`` just before it raises an error a retry would only repeat
+        (a bad setting or file, a diverging loss): its next failure is made its last one, so
+        Tune marks it ERROR once instead of running it ``--max-failures`` more times. Infrastructure
+        faults (a lost node, a killed worker) report nothing and keep their retries."""
 
-        def _close(self, trial, status: str) -> None:  # noqa: ANN001
-            from miles_tune.tracking import terminate_if_running
+        def on_trial_result(self, iteration, trials, trial, result, **info):  # noqa: ANN001
+            if FAILED_KEY in result:
+                trial.max_failures = trial.num_failures
 
-            run_id = (trial.last_result or {}).get("mlflow_run_id")
-            if not run_id:
-                return
-            records = None
-            if status == "FINISHED" and trial.checkpoint is not None:
-                records = _checkpoint_history(trial.checkpoint)
-            try:
-                terminate_if_running(uri, run_id, status, records)
-            except Exception as exc:  # tracking must never break the search
-                log.warning("could not close MLflow run %s: %s", run_id, exc)
+    callbacks: list = [NoRetryOfDeterministicFailures()]
+    if plan.tracking_uri is not None:
+        callbacks.append(make_run_closer(plan.base, plan.name))
+    return callbacks
+
+
+def make_run_closer(base: dict[str, Any], search_name: str):  # noqa: ANN201 -> tune.Callback
+    from ray import tune
+
+    from miles_tune.trainable import FAILED_KEY
+
+    class CloseTrialRuns(tune.Callback):
+        """Bring each ended trial's MLflow run up to date from its checkpoint and close it.
+
+        A trial closes its own run when it finishes, but not when ASHA stops it, when Tune gives
+        up on it, or when MLflow was down at its end: the driver does it then, and once more for
+        every trial at the end of the search (also of a ``--resume``d one). Holds plain data
+        only: Tune pickles it with the experiment and restores it on ``--resume``.
+        """
+
+        def __init__(self) -> None:
+            self.synced: set[str] = set()
 
         def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: ANN001
-            self._close(trial, "FINISHED")
+            self.close(trial, "FINISHED")
 
         def on_trial_error(self, iteration, trials, trial, **info):  # noqa: ANN001
-            self._close(trial, "FAILED")
+            self.close(trial, "FAILED")
 
-    return [CloseStoppedTrialRuns()]
+        def on_experiment_end(self, trials, **info):  # noqa: ANN001
+            from miles_tune import tracking
+
+            ended = {t.trial_id: t for t in trials if t.status in ("TERMINATED", "ERROR")}
+            todo = [t for tid, t in ended.items() if tid not in self.synced]
+            if todo:
+                try:
+                    fixed = todo[0].config["miles_tune"]["tracking"]
+                    self.synced |= tracking.synced_trials(
+                        fixed["uri"], fixed["experiment_id"], fixed["parent_run_id"]
+                    )
+                except Exception as exc:  # tracking never stops the search
+                    log.warning("MLflow: cannot list the trial runs (%s)", tracking.first_line(exc))
+            for t in todo:
+                if t.trial_id not in self.synced:
+                    self.close(t, "FAILED" if t.status == "ERROR" else "FINISHED")
+            missing = [tid for tid in ended if tid not in self.synced]
+            if missing:
+                log.warning(
+                    "MLflow: %d trial run(s) are not up to date (%s); `--resume --name %s` completes them",
+                    len(missing),
+                    ", ".join(missing[:5]),
+                    search_name,
+                )
+
+        def close(self, trial, status: str) -> None:  # noqa: ANN001
+            from miles_tune.tracking import TrialRun
+            from miles_tune.trainable import read_trial_checkpoint, run_spec, sampled_params
+
+            last = trial.last_result or {}
+            if FAILED_KEY in last:
+                status = "FAILED"
+            try:
+                params = trial_config(base, sampled_params(trial.config)).to_dict()
+                tags = {k: str(last[k]) for k in ("node_id", "gpu_ids") if k in last}
+                spec = run_spec(trial.config, trial.trial_id, f"trial_{trial.trial_id}", params, tags)
+                saved = read_trial_checkpoint(trial.checkpoint) if trial.checkpoint is not None else {}
+                run = TrialRun(spec, run_id=saved.get("mlflow_run_id") or last.get("mlflow_run_id"))
+                error = last.get(FAILED_KEY) or (trial_error(trial) if status == "FAILED" else None)
+                done = run.sync(
+                    saved.get("history", []),
+                    status=status,
+                    summary=saved.get("summary"),
+                    error=error,
+                    force=True,
+                )
+            except Exception as exc:  # tracking never stops the search
+                log.warning("MLflow: cannot close the run of trial %s (%s)", trial.trial_id, exc)
+                return
+            if done:
+                self.synced.add(trial.trial_id)
+
+    return CloseTrialRuns()
 
 
-def _checkpoint_history(checkpoint):  # noqa: ANN001, ANN202
-    from miles_tune.train import read_history
-    from miles_tune.trainable import HISTORY_FILE
+def _checkpoint_history(checkpoint):  # noqa: ANN001, ANN202  (TEMPORARY: tests still use it)
+    from miles_tune.trainable import read_trial_checkpoint
 
-    with checkpoint.as_directory() as d:
-        path = Path(d) / HISTORY_FILE
-        return read_history(path) if path.exists() else None
+    return read_trial_checkpoint(checkpoint)["history"]
+
+
+def trial_error(trial) -> str | None:  # noqa: ANN001
+    """The last line of the error Tune recorded for a trial (its exception), if any."""
+    path = getattr(trial, "error_file", None)
+    try:
+        lines = [ln for ln in Path(path).read_text().splitlines() if ln.strip()] if path else []
+    except OSError:
+        return None
+    return lines[-1][:5000] if lines else None
 
 
 def quiet_ray_defaults() -> None:
@@ -292,78 +391,123 @@ def connect_ray(plan: SearchPlan) -> None:
 
 
 def run_search(plan: SearchPlan, extra_callbacks: list | None = None):  # noqa: ANN201 -> ResultGrid
-    """Connect, set up tracking, run (or restore) the Tuner; returns Tune's ResultGrid."""
+    """Lock the name, check tracking, connect, run (or restore) the Tuner; returns Tune's ResultGrid.
+
+    Everything that can refuse the search does so before any MLflow run is written: the
+    name lock, what there is to restore, the tracking store, the resources.
+    """
     from ray import tune
 
     from miles_tune import tracking
+    from miles_tune.locks import NameLock
     from miles_tune.trainable import train_trial
 
-    connect_ray(plan)
     args = plan.args
-    fixed: dict[str, Any] = {"base": plan.base}
-    parent_run_id = None
-    if plan.tracking_uri is not None:
-        experiment_id = tracking.ensure_experiment(plan.tracking_uri, args.experiment)
-        tags = {
-            "dataset": plan.space.dataset,
-            "method": args.method,
-            "fusion": args.fusion,
-            "seed": str(args.seed),
-            "searcher": args.searcher,
-            "scheduler": args.scheduler,
-        }
-        parent_run_id = tracking.start_parent_run(
-            plan.tracking_uri,
-            experiment_id,
-            plan.name,
-            tags,
-            {"num_samples": plan.num_samples, "space": str(plan.space.path), "base": plan.base},
-        )
-        fixed["tracking"] = {
-            "uri": plan.tracking_uri,
-            "experiment_id": experiment_id,
-            "parent_run_id": parent_run_id,
-            "tags": tags,
-        }
-
-    trainable = tune.with_resources(train_trial, {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial})
     experiment_path = storage_join(plan.storage, plan.name)
-    if args.resume:
-        if not tune.Tuner.can_restore(experiment_path):
-            raise ValueError(f"--resume: nothing to restore at {experiment_path}")
-        tuner = tune.Tuner.restore(experiment_path, trainable=trainable, resume_errored=True)
-    else:
-        param_space = {k: p.to_tune() for k, p in plan.space.method(args.method).params.items()}
-        param_space["miles_tune"] = fixed
-        tuner = tune.Tuner(
-            trainable,
-            param_space=param_space,
-            tune_config=tune.TuneConfig(
-                metric=plan.metric,
-                mode="max",
-                search_alg=make_searcher(plan),
-                scheduler=make_scheduler(plan),
-                num_samples=plan.num_samples,
-                max_concurrent_trials=args.max_concurrent or None,
-                trial_name_creator=lambda t: f"trial_{t.trial_id}",
-                trial_dirname_creator=lambda t: f"trial_{t.trial_id}",
-            ),
-            run_config=tune.RunConfig(
-                name=plan.name,
-                storage_path=plan.storage,
-                failure_config=tune.FailureConfig(max_failures=args.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                callbacks=make_callbacks(plan) + list(extra_callbacks or []),
-                verbose=args.verbose,
-            ),
-        )
-    results = tuner.fit()
-    if parent_run_id is not None:
-        status = "FINISHED" if results.num_errors == 0 else "FAILED"
-        if interrupted(results, plan):
-            status = "KILLED"  # --resume sets it RUNNING again
-        tracking.finish_parent_run(plan.tracking_uri, parent_run_id, _best_metrics(results, plan), status)
+    with NameLock(lock_path(plan), f"the search name {plan.name!r}"):
+        can_restore = tune.Tuner.can_restore(experiment_path)
+        if args.resume and not can_restore:
+            raise ConfigError(f"--resume: nothing to restore at {experiment_path}")
+        if not args.resume and can_restore:
+            raise ConfigError(
+                f"a search named {plan.name!r} exists at {experiment_path}; pass --resume or another --name"
+            )
+        if not args.resume and (plan.results_dir / "trials.parquet").exists():
+            raise ConfigError(f"{plan.results_dir} holds the results of another search; pick another --name")
+        if plan.tracking_uri is not None:
+            tracking.prepare_store(plan.tracking_uri)
+        connect_ray(plan)
+
+        fixed: dict[str, Any] = {"base": plan.base, "metric": plan.metric}
+        parent_run_id = None
+        if plan.tracking_uri is not None:
+            experiment_id = tracking.ensure_experiment(plan.tracking_uri, args.experiment)
+            tags = {
+                "dataset": plan.space.dataset,
+                "method": args.method,
+                "fusion": args.fusion,
+                "seed": str(args.seed),
+                "searcher": args.searcher,
+                "scheduler": args.scheduler,
+            }
+            existing = tracking.find_parent_run(plan.tracking_uri, experiment_id, plan.name)
+            if existing is not None and not args.resume:
+                raise ConfigError(
+                    f"MLflow experiment {args.experiment!r} already has a search named {plan.name!r} "
+                    f"(run {existing}); pick another --name, or --resume it"
+                )
+            parent_run_id = tracking.start_parent_run(
+                plan.tracking_uri,
+                experiment_id,
+                plan.name,
+                tags,
+                {"num_samples": plan.num_samples, "space": str(plan.space.path), "base": plan.base},
+            )
+            fixed["tracking"] = {
+                "uri": plan.tracking_uri,
+                "experiment_id": experiment_id,
+                "parent_run_id": parent_run_id,
+                "tags": tags,
+            }
+
+        trainable = tune.with_resources(train_trial, {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial})
+        status = "FAILED"
+        results = None
+        try:
+            if args.resume:
+                tuner = tune.Tuner.restore(experiment_path, trainable=trainable, resume_errored=True)
+            else:
+                tuner = make_tuner(plan, trainable, fixed, extra_callbacks)
+            results = tuner.fit()
+            status = "FINISHED" if results.num_errors == 0 else "FAILED"
+            if interrupted(results, plan):
+                status = "KILLED"  # --resume sets it RUNNING again
+        finally:
+            if parent_run_id is not None:
+                best = _best_metrics(results, plan) if results is not None else {}
+                try:
+                    tracking.finish_parent_run(plan.tracking_uri, parent_run_id, best, status)
+                except Exception as exc:  # tracking never stops the search
+                    log.warning("MLflow: cannot close the search's run (%s)", tracking.first_line(exc))
     return results
+
+
+def lock_path(plan: SearchPlan) -> Path:
+    """Beside the search's Tune state on a file system (local or NFS); object stores (S3, GCS) have
+    no atomic lock, so there it is kept beside the search's results on the driver's machine."""
+    if is_remote(plan.storage):
+        return plan.results_dir / LOCK_FILE
+    return Path(plan.storage) / plan.name / LOCK_FILE
+
+
+def make_tuner(plan: SearchPlan, trainable, fixed: dict[str, Any], extra_callbacks: list | None):  # noqa: ANN001, ANN201
+    from ray import tune
+
+    args = plan.args
+    param_space = {k: p.to_tune() for k, p in plan.space.method(args.method).params.items()}
+    param_space["miles_tune"] = fixed
+    return tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(
+            metric=plan.metric,
+            mode="max",
+            search_alg=make_searcher(plan),
+            scheduler=make_scheduler(plan),
+            num_samples=plan.num_samples,
+            max_concurrent_trials=args.max_concurrent or None,
+            trial_name_creator=lambda t: f"trial_{t.trial_id}",
+            trial_dirname_creator=lambda t: f"trial_{t.trial_id}",
+        ),
+        run_config=tune.RunConfig(
+            name=plan.name,
+            storage_path=plan.storage,
+            failure_config=tune.FailureConfig(max_failures=args.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            callbacks=make_callbacks(plan) + list(extra_callbacks or []),
+            verbose=args.verbose,
+        ),
+    )
 
 
 def interrupted(results, plan: SearchPlan) -> bool:  # noqa: ANN001
@@ -451,7 +595,7 @@ def format_best(summary: dict[str, Any], plan: SearchPlan) -> str:
 def main(argv: list[str] | None = None) -> int:
     try:
         plan = plan_search(argv)
-    except (ValueError, FileNotFoundError) as exc:
+    except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     import ray
@@ -460,7 +604,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         results = run_search(plan)
         summary = export_results(results, plan)
-    except ValueError as exc:
+    except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     finally:

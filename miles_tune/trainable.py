@@ -1,9 +1,11 @@
 """The Ray Tune function trainable: one trial = one :class:`~miles_tune.train.Trainer` run.
 
-Every epoch it logs the record to the trial's MLflow run, saves a checkpoint (trainer
-state, MLflow run id and the history) and reports the record to Tune. A retried or
-restored trial resumes from ``tune.get_checkpoint()`` and ends with exactly the metrics
-of an uninterrupted one. It trains on CUDA when Ray assigned it a GPU and CUDA is there,
+Every epoch it logs the record to the trial's MLflow run (a failure to log never stops
+training: see :mod:`miles_tune.tracking`), saves a checkpoint (trainer state, MLflow run
+id, history and summary) and reports the record to Tune. A retried or restored trial
+resumes from ``tune.get_checkpoint()`` and ends with exactly the metrics of an
+uninterrupted one. A trial that fails for a reason a retry would repeat (a bad setting or
+file, a diverging loss) reports :data:`FAILED_KEY` first, so the driver does not retry it. It trains on CUDA when Ray assigned it a GPU and CUDA is there,
 on CPU otherwise.
 
 The trial's config holds the sampled parameters at the top level (``lr``, ``tau``, ...)
@@ -13,6 +15,7 @@ and, under ``miles_tune``, the fixed base config and the tracking settings.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -22,6 +25,10 @@ RESERVED = "miles_tune"
 TRAINER_FILE = "trainer.pt"
 TRIAL_FILE = "trial.json"
 HISTORY_FILE = "history.parquet"
+SUMMARY_FILE = "summary.json"
+#: reported (with the searched metric as NaN) just before a trial raises an error that a retry
+#: would only repeat: a bad setting or file (ConfigError), a diverging loss (NonFiniteLossError)
+FAILED_KEY = "miles_tune/failed"
 
 
 def pick_device() -> str:
@@ -92,63 +99,92 @@ def progress_metrics(trainer, record) -> dict[str, Any]:  # noqa: ANN001
     return out
 
 
+def run_spec(
+    config: dict[str, Any], trial_id: str, trial_name: str, params: dict[str, Any], tags: dict[str, str]
+):
+    """The MLflow child run of a trial, from its Tune config (the trial and the driver build it alike)."""
+    from miles_tune.tracking import RunSpec
+
+    tracking = config[RESERVED]["tracking"]
+    return RunSpec(
+        tracking_uri=tracking["uri"],
+        experiment_id=tracking["experiment_id"],
+        parent_run_id=tracking["parent_run_id"],
+        trial_id=trial_id,
+        trial_name=trial_name,
+        params=params,
+        tags={**tracking.get("tags", {}), "trial_name": trial_name, **tags},
+    )
+
+
+def read_trial_checkpoint(checkpoint) -> dict[str, Any]:  # noqa: ANN001
+    """What a trial checkpoint tells the driver: ``history`` (records), ``summary``, ``mlflow_run_id``."""
+    from miles_tune.train import read_history
+
+    with checkpoint.as_directory() as d:
+        d = Path(d)
+        trial = json.loads((d / TRIAL_FILE).read_text()) if (d / TRIAL_FILE).exists() else {}
+        return {
+            "history": read_history(d / HISTORY_FILE) if (d / HISTORY_FILE).exists() else [],
+            "summary": json.loads((d / SUMMARY_FILE).read_text()) if (d / SUMMARY_FILE).exists() else None,
+            "mlflow_run_id": trial.get("mlflow_run_id"),
+        }
+
+
 def train_trial(config: dict[str, Any]) -> None:
     from ray import tune
 
+    from miles_tune.errors import ConfigError
     from miles_tune.spaces import trial_config
     from miles_tune.tracking import TrialRun
-    from miles_tune.train import Trainer, write_history
+    from miles_tune.train import NonFiniteLossError, Trainer, write_history
 
     fixed = config[RESERVED]
-    set_threads_from_resources()
-    cfg = trial_config(fixed["base"], sampled_params(config))
-    cfg.device = pick_device()
-    trainer = Trainer(cfg)
-
-    run_id = None
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as d:
-            trainer.load_checkpoint(Path(d) / TRAINER_FILE)
-            run_id = json.loads((Path(d) / TRIAL_FILE).read_text()).get("mlflow_run_id")
-
-    where = placement()
-    tracking = fixed.get("tracking")
+    ctx = tune.get_context()
     run = None
-    if tracking:
-        ctx = tune.get_context()
-        run = TrialRun(
-            tracking["uri"],
-            tracking["experiment_id"],
-            tracking["parent_run_id"],
-            trial_id=ctx.get_trial_id(),
-            trial_name=ctx.get_trial_name(),
-            params=cfg.to_dict(),
-            tags={
-                **tracking.get("tags", {}),
-                "trial_name": ctx.get_trial_name(),
-                "device": cfg.device,
-                **where,
-            },
-            run_id=run_id,
-        )
-        run.log_records(trainer.history)  # epochs a crash kept out of MLflow
+    trainer = None
     try:
+        set_threads_from_resources()
+        cfg = trial_config(fixed["base"], sampled_params(config))
+        cfg.device = pick_device()
+        trainer = Trainer(cfg)
+        run_id = None
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is not None:
+            with checkpoint.as_directory() as d:
+                trainer.load_checkpoint(Path(d) / TRAINER_FILE)
+                run_id = json.loads((Path(d) / TRIAL_FILE).read_text()).get("mlflow_run_id")
+        where = placement()
+        if fixed.get("tracking"):
+            spec = run_spec(
+                config,
+                ctx.get_trial_id(),
+                ctx.get_trial_name(),
+                cfg.to_dict(),
+                {"device": cfg.device, **where},
+            )
+            run = TrialRun(spec, run_id=run_id)
+            run.sync(trainer.history)  # epochs a crash kept out of MLflow
         for record in trainer.run():
             if run is not None:
-                run.log_records(trainer.history)
+                run.sync(trainer.history)
             metrics = {**progress_metrics(trainer, record), **where}
             with tempfile.TemporaryDirectory() as d:
                 trainer.save_checkpoint(Path(d) / TRAINER_FILE)
                 write_history(trainer.history, Path(d) / HISTORY_FILE)
+                (Path(d) / SUMMARY_FILE).write_text(json.dumps(trainer.summary(), default=str))
                 (Path(d) / TRIAL_FILE).write_text(json.dumps({"mlflow_run_id": run.run_id if run else None}))
-                if run is not None:
+                if run is not None and run.run_id is not None:
                     metrics["mlflow_run_id"] = run.run_id
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
             crash_once_for_tests(record.epoch)
-    except Exception as exc:
+    except (ConfigError, NonFiniteLossError) as exc:
+        reason = f"{type(exc).__name__}: {exc}"
         if run is not None:
-            run.fail(exc)
+            run.sync(trainer.history if trainer else [], status="FAILED", error=reason, force=True)
+        # tell the driver before raising: it must not retry what fails the same way every time.
+        # (Other errors may be retried by Tune, so their run stays open; the driver closes it if not.)
+        tune.report({fixed["metric"]: math.nan, FAILED_KEY: reason})
         raise
     if run is not None:
-        run.finish(trainer.history, trainer.summary())
+        run.sync(trainer.history, status="FINISHED", summary=trainer.summary(), force=True)

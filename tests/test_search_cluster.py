@@ -53,9 +53,9 @@ def test_killed_trial_resumes_from_its_checkpoint_exactly(tmp_path) -> None:
     assert results.num_errors == 0
     assert len(results) == 1
     result = results[0]
-    from miles_tune.search import _checkpoint_history
+    from miles_tune.trainable import read_trial_checkpoint
 
-    resumed = _checkpoint_history(result.checkpoint)
+    resumed = read_trial_checkpoint(result.checkpoint)["history"]
     params = {k: v for k, v in result.config.items() if k != "miles_tune"}
     import torch
 
