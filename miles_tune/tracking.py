@@ -254,6 +254,8 @@ class TrialRun:
         try:
             c = client(self.spec.tracking_uri)
             self._connect(c)
+            if self.synced:  # completed earlier (by the trial, or by the driver)
+                return True
             for record in records:
                 if record.epoch > self.logged_through:
                     _log_metrics(c, self.run_id, record.flat(), step=record.epoch)
@@ -309,9 +311,15 @@ class TrialRun:
         self.run_id = run.info.run_id
         if SYNCED_TAG in run.data.tags:
             self.synced = True
+            return
+        moved = {k: v for k, v in spec.tags.items() if run.data.tags.get(k) != v}
+        if moved:  # a retried trial may run on another node now: the tags say where it runs
+            from mlflow.entities import RunTag
+
+            c.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in moved.items()])
         if not run.data.params:
             _log_params(c, self.run_id, flatten(spec.params))
-        if run.info.status != "RUNNING" and not self.synced:
+        if run.info.status != "RUNNING":
             c.update_run(self.run_id, status="RUNNING")
         history = c.get_metric_history(self.run_id, "epoch")
         self.logged_through = max((int(m.step) for m in history), default=-1)

@@ -88,3 +88,22 @@ def test_checkpoints_hold_only_plain_data_for_every_method(tmp_path) -> None:
         resumed = Trainer(cfg)
         resumed.load_checkpoint(tmp_path / f"{name}.pt")
         assert resumed.epoch == 1, name
+
+
+def test_miles_rates_reach_the_optimizer_after_a_resume(tiny_config: TrainConfig, tmp_path) -> None:
+    """After a resume MILES's rates kept going to param-group dicts that ``optimizer.load_state_dict``
+    had replaced: every encoder then trained at its checkpointed rate (found by the node-loss test)."""
+    import dataclasses
+
+    cfg = dataclasses.replace(tiny_config, method_args={"tau": 0.1, "mu": 0.5})
+    first = Trainer(cfg)
+    first.method.scheduler.step(0.9, {"fast": 0.3, "slow": 0.8})  # `fast` dominates: it is slowed
+    first.save_checkpoint(tmp_path / "c.pt")
+    resumed = Trainer(cfg)
+    resumed.load_checkpoint(tmp_path / "c.pt")
+    lrs = lambda t: {g["name"]: g["lr"] for g in t.optimizer.param_groups}  # noqa: E731
+    assert lrs(resumed) == lrs(first) and lrs(resumed)["fast"] == pytest.approx(5e-4)
+    resumed.method.scheduler.step(
+        0.9, {"fast": 0.8, "slow": 0.3}
+    )  # `slow` dominates now
+    assert lrs(resumed)["fast"] == pytest.approx(1e-3) and lrs(resumed)["slow"] == pytest.approx(5e-4)

@@ -41,6 +41,7 @@ import torch
 
 from miles_tune.balance import register_method
 from miles_tune.balance.base import BalancingMethod, EpochEvaluation, RunContext, modality_groups
+from miles_tune.errors import ConfigError
 
 VARIANTS = ("reset", "literal")
 
@@ -48,14 +49,14 @@ VARIANTS = ("reset", "literal")
 def check_tau_mu(tau: float, mu: float) -> None:
     """Refuse τ < 0 and μ outside (0, 1] (μ = 1 disables MILES)."""
     if not isinstance(tau, (int, float)) or not math.isfinite(tau) or tau < 0:
-        raise ValueError(f"MILES: tau must be a finite number >= 0, got {tau!r}")
+        raise ConfigError(f"MILES: tau must be a finite number >= 0, got {tau!r}")
     if not isinstance(mu, (int, float)) or not math.isfinite(mu) or not 0 < mu <= 1:
-        raise ValueError(f"MILES: mu must satisfy 0 < mu <= 1, got {mu!r}")
+        raise ConfigError(f"MILES: mu must satisfy 0 < mu <= 1, got {mu!r}")
 
 
 def check_variant(variant: str) -> None:
     if variant not in VARIANTS:
-        raise ValueError(f"MILES: variant must be one of {VARIANTS}, got {variant!r}")
+        raise ConfigError(f"MILES: variant must be one of {VARIANTS}, got {variant!r}")
 
 
 def conditional_utilization(multimodal: float, without: Mapping[str, float]) -> dict[str, float]:
@@ -117,7 +118,6 @@ class MilesScheduler:
         check_variant(variant)
         self.optimizer = optimizer
         self.tau, self.mu, self.variant = float(tau), float(mu), variant
-        self.groups = modality_groups(optimizer)
         if len(self.groups) < 2:
             raise ValueError("MilesScheduler needs at least two param groups tagged with a 'modality' key")
         for g in optimizer.param_groups:
@@ -127,6 +127,12 @@ class MilesScheduler:
         self.last_delta: float | None = None
         self.last_epoch = 0
         self._apply()
+
+    @property
+    def groups(self) -> dict[str, dict[str, Any]]:
+        """The tagged groups, looked up each time: ``optimizer.load_state_dict`` (a resume) replaces
+        the group dicts, so references kept from before would no longer reach the optimizer."""
+        return modality_groups(self.optimizer)
 
     @property
     def base_lrs(self) -> list[float]:
