@@ -5,8 +5,8 @@ training: see :mod:`miles_tune.tracking`), saves a checkpoint (trainer state, ML
 id, history and summary) and reports the record to Tune. A retried or restored trial
 resumes from ``tune.get_checkpoint()`` and ends with exactly the metrics of an
 uninterrupted one. A trial that fails for a reason a retry would repeat (a bad setting or
-file, a diverging loss) reports :data:`FAILED_KEY` first, so the driver does not retry it. It trains on CUDA when Ray assigned it a GPU and CUDA is there,
-on CPU otherwise.
+file, a diverging loss) reports :data:`FAILED_KEY` first, so the driver does not retry it.
+It trains on CUDA when Ray assigned it a GPU and CUDA is there, on CPU otherwise.
 
 The trial's config holds the sampled parameters at the top level (``lr``, ``tau``, ...)
 and, under ``miles_tune``, the fixed base config and the tracking settings.
