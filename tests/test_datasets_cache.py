@@ -191,5 +191,3 @@ def test_prepare_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert summary["cache_dir"] in capsys.readouterr().out
     assert main(["prepare", "--dataset", "smnist", "--data-root", str(tmp_path / "none")]) == 2
     assert "is not a folder" in capsys.readouterr().err
-    assert main(["prepare", "--dataset", "smnist"]) == 2
-    assert "needs --data-root" in capsys.readouterr().err

@@ -113,10 +113,11 @@ def copy_root(flv_root: Path, tmp_path: Path) -> Path:
     return dst
 
 
-def test_missing_folder_and_files(copy_root: Path, tmp_path: Path) -> None:
-    with pytest.raises(DatasetError, match="data_root .*nowhere is not a folder"):
+def test_missing_folder_and_files(copy_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(DatasetError, match="data.data_root=.*nowhere is not a folder"):
         load(tmp_path / "nowhere")
-    with pytest.raises(DatasetError, match="needs data_root"):
+    monkeypatch.setenv("MILES_TUNE_DATA", str(tmp_path / "home"))  # no data at the default location
+    with pytest.raises(DatasetError, match="cremad: no data at .*home/cremad .*set data.data_root=PATH"):
         create_dataset("cremad")
     clip = cremad_clip_names(2)[3]
     (copy_root / "VideoFlash" / f"{clip}.flv").unlink()

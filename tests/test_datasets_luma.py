@@ -87,7 +87,7 @@ def test_errors_name_the_file(tmp_path: Path) -> None:
     kw = write_luma(tmp_path / "e")
     root = Path(kw["data_root"])
     with pytest.raises(
-        DatasetError, match="class 'man' has 6 audio clips in .*datalist.csv, fewer than per_class=7"
+        DatasetError, match="class 'man' has 6 audio clips in .*datalist.csv, fewer than data.per_class=7"
     ):
         create_dataset("luma", **{**kw, "per_class": 7})
     table = pd.read_csv(root / "audio" / "datalist.csv")

@@ -3,20 +3,50 @@
 ``create_dataset("synthetic", form="image")`` builds one; ``list_datasets()``
 names them all. Importing this package registers the built-in datasets: ``synthetic``
 and ``mfeat`` (in memory), and the paper's four in their published layouts,
-``cremad``, ``smnist``, ``luma`` and ``mmimdb`` (``data_root=...``), which decode once
-into a memory-mapped Arrow cache (:mod:`miles_tune.data.cache`;
-``python -m miles_tune.data prepare --dataset NAME --data-root PATH``).
+``cremad``, ``smnist``, ``luma`` and ``mmimdb``, which decode once into a memory-mapped
+Arrow cache (:mod:`miles_tune.data.cache`;
+``python -m miles_tune.data prepare --dataset NAME [--data-root PATH]``).
+
+**Where the files are.** ``data_root=PATH``, or by default ``$MILES_TUNE_DATA/<name>``,
+else ``~/.cache/miles_tune/data/<name>`` (:func:`default_data_root`); the cache goes
+under the data root's ``.miles_cache``.
+
+**Before building.** :func:`dataset_info` gives a dataset's task, modalities and default
+metric from its registration; :func:`probe_dataset` checks the options and, for the file
+datasets, that the files are there (stat and small headers only, no decoding): the search
+driver calls it before starting Ray, so a bad setting fails once, in one line.
 """
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from typing import Any
 
 from miles_tune.data.base import EncoderSpec, MultimodalData, TensorSplit, iterate_batches
+from miles_tune.data.errors import DatasetError
+from miles_tune.data.paths import DATA_ENV, data_home, default_data_root
+from miles_tune.data.probe import DatasetInfo, DatasetProbe
 from miles_tune.registry import Registry
 
 DATASETS: Registry[MultimodalData] = Registry("dataset")
-register_dataset = DATASETS.register
+DATASET_INFO: dict[str, DatasetInfo] = {}
+
+
+def register_dataset(
+    name: str, info: DatasetInfo | None = None
+) -> Callable[[Callable[..., MultimodalData]], Callable[..., MultimodalData]]:
+    """Decorator registering a factory; ``info`` (task, modalities, probe) lets the search check
+    the dataset without building it. A dataset registered without it is built by the probe."""
+    register = DATASETS.register(name)
+
+    def deco(factory: Callable[..., MultimodalData]) -> Callable[..., MultimodalData]:
+        register(factory)
+        if info is not None:
+            DATASET_INFO[name] = info
+        return factory
+
+    return deco
 
 
 def create_dataset(name: str, **kwargs: Any) -> MultimodalData:
@@ -27,6 +57,53 @@ def list_datasets() -> list[str]:
     return DATASETS.names()
 
 
+def _known(name: str) -> None:
+    if name not in DATASETS.names():
+        raise DatasetError(f"unknown dataset {name!r}; available: {', '.join(list_datasets())}")
+
+
+def dataset_info(name: str) -> DatasetInfo | None:
+    """Task, modalities and default metric of ``name`` at its default options, without building
+    it; None for a dataset registered without them. Raises DatasetError for an unknown name."""
+    _known(name)
+    return DATASET_INFO.get(name)
+
+
+def probe_dataset(name: str, **kwargs: Any) -> DatasetProbe:
+    """Check ``name`` with these ``create_dataset`` options cheaply, before any trial starts.
+
+    Validates every option (an unknown or bad one is a DatasetError naming ``data.<option>``)
+    and, for a file dataset, that its data root exists and holds the files the loader needs:
+    each source file is stat'ed (the cache key's fingerprint), and unless a complete cache
+    for these settings exists, small headers are read (S-MNIST's ``.npy`` shapes against
+    ``data.n_train``/``n_val``/``n_test``; LUMA's CSV columns). Nothing is decoded, no
+    cache written, no model loaded. Raises :class:`DatasetError` (one line, naming the path
+    and the setting to change); returns a :class:`DatasetProbe`.
+    """
+    _known(name)
+    accepted = DATASETS.accepted_kwargs(name)
+    unknown = sorted((k for k in kwargs if k not in accepted), key=str) if accepted else []
+    if unknown:
+        raise DatasetError(
+            f"{name}: unknown option(s) {', '.join(f'data.{k}' for k in unknown)}; it takes "
+            f"{', '.join(f'data.{k}' for k in sorted(accepted))}"
+        )
+    if "prefix" in inspect.signature(DATASETS.check_kwargs).parameters:  # the registry checks value types
+        DATASETS.check_kwargs(name, kwargs, prefix="data.")
+    info = DATASET_INFO.get(name)
+    if info is not None:
+        return info.probe(**kwargs)
+    # registered without info: the only way to know its task is to build it
+    data = create_dataset(name, **kwargs)
+    return DatasetProbe(
+        name=name,
+        task=data.task,
+        modalities=tuple(data.modalities),
+        num_classes=data.num_classes,
+        default_metric=data.default_metric,
+    )
+
+
 from miles_tune.data import (  # noqa: E402,F401  (importing a module registers its dataset)
     cremad,
     luma,
@@ -35,16 +112,23 @@ from miles_tune.data import (  # noqa: E402,F401  (importing a module registers 
     smnist,
     synthetic,
 )
-from miles_tune.data.errors import DatasetError  # noqa: E402
 
 __all__ = [
     "DATASETS",
+    "DATASET_INFO",
+    "DATA_ENV",
     "DatasetError",
+    "DatasetInfo",
+    "DatasetProbe",
     "EncoderSpec",
     "MultimodalData",
     "TensorSplit",
     "create_dataset",
+    "data_home",
+    "dataset_info",
+    "default_data_root",
     "iterate_batches",
     "list_datasets",
+    "probe_dataset",
     "register_dataset",
 ]

@@ -26,6 +26,17 @@ also does since copies get new mtimes). Changing any setting builds a new direct
 beside the old one; old ones are never deleted automatically (another trial may be
 reading them), ``python -m miles_tune.data list-cache`` shows them.
 
+**Data root.** ``data_root=None`` means :func:`~miles_tune.data.paths.default_data_root`
+(``$MILES_TUNE_DATA/<name>`` or ``~/.cache/miles_tune/data/<name>``); a missing folder or
+file is one line saying where it looked and which setting (``data.data_root``, the
+variable) changes it. :meth:`FileDataset.probe` checks the same files without decoding.
+
+**Strict data.** The writer refuses a batch holding NaN or infinite values, or floats
+that are not whole numbers bound for an integer column (a label), naming the sample and
+its file (:meth:`FileDataset.sample_source`, :func:`check_values`): such values would
+pass here and fail only at training step 0, or be truncated. Labels are also checked
+where each dataset parses them, where the file's own row is known.
+
 **Concurrency.** Building takes an exclusive ``flock`` on ``.<name>-<key>.lock`` in
 the cache root, writes into a temporary directory and renames it into place, so trials
 that start together build the cache once and the others wait, then read it.
@@ -34,6 +45,7 @@ that start together build the cache once and the others wait, then read it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import inspect
 import json
@@ -53,8 +65,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from miles_tune.data.base import MultimodalData
+from miles_tune.data.base import MultimodalData, Task
 from miles_tune.data.errors import BrokenSampleWarning, DatasetError
+from miles_tune.data.paths import default_data_root, default_root_hint
+from miles_tune.data.probe import DatasetInfo, DatasetProbe
 from miles_tune.data.transforms import Transform
 
 # Bump when the stored layout written by this module changes (each dataset also has its own version).
@@ -96,19 +110,89 @@ class FileDataset(ABC):
     """A dataset in its published layout: what to store, how to split, how to decode.
 
     Subclasses set ``name`` and ``version`` (bump it when the stored arrays change for
-    the same settings) and implement the abstract methods.
+    the same settings), what the data is (``task``, ``modalities``, ``classes``,
+    ``default_metric``: known without building it, for :meth:`describe`) and implement the
+    abstract methods. Their ``__init__`` checks the options and that the files the loader
+    needs exist (stat only), so constructing one is the cheap part of :meth:`probe`.
     """
 
     name: ClassVar[str]
     version: ClassVar[int] = 1
     decode_threads: ClassVar[int | None] = 1  # intra-op threads while decoding (None: torch's)
+    task: ClassVar[Task] = "multiclass"
+    modalities: ClassVar[tuple[str, ...]]
+    default_metric: ClassVar[str] = "acc"
+    classes: Sequence[str]  # class names, in label order (an instance may override, e.g. LUMA)
 
     def __init__(self, data_root: str | os.PathLike[str] | None) -> None:
-        if data_root is None:
-            raise DatasetError(f"dataset {self.name!r} needs data_root: the folder of its files")
-        self.root = Path(data_root).expanduser()
+        self.root_is_default = data_root is None
+        self.root = default_data_root(self.name) if data_root is None else Path(data_root).expanduser()
+        self.given_root = self.root  # a subclass may descend into a sub-folder; messages name this one
         if not self.root.is_dir():
-            raise DatasetError(f"{self.name}: data_root {self.root} is not a folder", self.root)
+            if self.root_is_default:
+                raise DatasetError(f"{self.name}: no data at {self.root} ({default_root_hint(self.name)})")
+            raise DatasetError(
+                f"{self.name}: data.data_root={self.root} is not a folder (set it to the folder of the "
+                f"published files, or leave it unset for {default_data_root(self.name)})",
+                self.root,
+            )
+
+    # --- messages about the user's files -------------------------------------------------------
+    def root_hint(self) -> str:
+        """Where the files were looked for and how to change it (the tail of a missing-file message)."""
+        if self.root_is_default:
+            return default_root_hint(self.name)
+        return f"data.data_root={self.given_root}"
+
+    def files_error(self, message: str, path: str | os.PathLike[str] | None = None) -> DatasetError:
+        """A DatasetError about missing or misplaced files, ending with :meth:`root_hint`."""
+        return DatasetError(f"{message} ({self.root_hint()})", path)
+
+    def missing(self, path: Path, what: str = "file", detail: str = "") -> DatasetError:
+        tail = f": {detail}" if detail else ""
+        return self.files_error(f"{self.name}: missing {what} {path}{tail}", path)
+
+    def sample_source(self, sample_id: str, field: str) -> str:
+        """Where stored ``field`` of ``sample_id`` comes from (a file, or a row of one), for messages."""
+        return f"under {self.root}"
+
+    # --- the cheap check --------------------------------------------------------------------------
+    @classmethod
+    def describe(cls) -> DatasetInfo:
+        """The registry's metadata of this dataset at its default options, and its probe."""
+        return DatasetInfo(
+            task=cls.task,
+            modalities=tuple(cls.modalities),
+            default_metric=cls.default_metric,
+            num_classes=len(cls.classes),
+            file_based=True,
+            probe=functools.partial(probe_files, cls),
+        )
+
+    def check_headers(self) -> None:  # noqa: B027  (optional hook)
+        """Read small headers of the source files and refuse what the loader would (shapes,
+        columns, sizes against the options); no decoding. Nothing by default."""
+
+    def probe(self, cache_dir: str | os.PathLike[str] | None = None) -> DatasetProbe:
+        """Stat every source file (the cache key) and, unless a complete cache for these settings
+        exists, :meth:`check_headers`; raise DatasetError naming the missing file and the setting."""
+        key, desc = cache_key(self)
+        root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_root(self)
+        final = root / f"{self.name}-{key}"
+        ready = (final / "meta.json").is_file()
+        if not ready:
+            self.check_headers()
+        return DatasetProbe(
+            name=self.name,
+            task=self.task,
+            modalities=tuple(self.modalities),
+            num_classes=len(self.classes),
+            default_metric=self.default_metric,
+            data_root=self.root,
+            n_files=int(desc["files"]["count"]),
+            cache_dir=final,
+            cache_ready=ready,
+        )
 
     @abstractmethod
     def settings(self) -> dict[str, Any]:
@@ -149,15 +233,18 @@ class FileDataset(ABC):
 # --- key and fingerprint ----------------------------------------------------------------------
 
 
-def fingerprint(paths: Iterable[Path], root: Path) -> dict[str, Any]:
-    """Hash of (relative path, size, mtime_ns) of each path; cheap (stat only, no reading)."""
+def fingerprint(
+    paths: Iterable[Path], root: Path, missing: Callable[[Path], DatasetError] | None = None
+) -> dict[str, Any]:
+    """Hash of (relative path, size, mtime_ns) of each path; cheap (stat only, no reading).
+    ``missing(path)`` makes the error for an absent file."""
     h = hashlib.sha256()
     count = 0
     for p in sorted(Path(p) for p in paths):
         try:
             st = p.stat()
         except FileNotFoundError as exc:
-            raise DatasetError(f"missing file {p}", p) from exc
+            raise (missing(p) if missing else DatasetError(f"missing file {p}", p)) from exc
         rel = os.path.relpath(p, root)
         h.update(f"{rel}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
         count += 1
@@ -171,7 +258,7 @@ def cache_key(source: FileDataset) -> tuple[str, dict[str, Any]]:
         "code_version": CODE_VERSION,
         "dataset_version": source.version,
         "settings": source.settings(),  # the settings determine the fields (shapes, dtypes)
-        "files": fingerprint(source.source_files(), source.root),
+        "files": fingerprint(source.source_files(), source.root, source.missing),
     }
     blob = json.dumps(desc, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16], desc
@@ -287,7 +374,7 @@ def prepare(
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DatasetError(
-            f"cannot create the cache folder {root} ({exc}); pass cache_dir=<a writable folder>", root
+            f"cannot create the cache folder {root} ({exc}); set data.cache_dir=<a writable folder>", root
         ) from exc
     with _exclusive(root / f".{source.name}-{key}.lock"):
         if (final / "meta.json").is_file():  # built by another process while we waited
@@ -318,6 +405,7 @@ def prepare(
                     ):
                         for ids in _chunks(plan.ids[split], chunk_rows):
                             arrays = source.decode_batch(ids)
+                            check_values(source, ids, arrays, fields)
                             if split == "train":
                                 for f in stats_fields:
                                     running[f].add(arrays[f])
@@ -357,6 +445,36 @@ def read_meta(cache_path: str | os.PathLike[str]) -> dict[str, Any]:
 def disk_size(path: str | os.PathLike[str]) -> int:
     """Bytes on disk of the files under ``path``."""
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def check_values(
+    source: FileDataset, ids: Sequence[str], arrays: dict[str, np.ndarray], fields: dict[str, Field]
+) -> None:
+    """Refuse NaN or infinite values in a decoded batch, and floats that are not whole numbers
+    where the stored column is an integer (the cast would truncate 3.7 to 3 silently), naming
+    the first bad sample and its file. The one check every decoded batch goes through."""
+    for name, arr in arrays.items():
+        arr = np.asarray(arr)
+        if arr.dtype.kind not in "fc" or arr.size == 0:
+            continue
+        flat = arr.reshape(len(ids), -1)
+        bad = ~np.isfinite(flat).all(axis=1)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            what = "NaN" if np.isnan(flat[i]).any() else "infinite values"
+            problem = f"{what} in the {name} of sample {ids[i]}"
+        elif name in fields and np.dtype(fields[name].dtype).kind in "iu":
+            bad = (flat != np.round(flat)).any(axis=1)
+            if not bad.any():
+                continue
+            i = int(np.flatnonzero(bad)[0])
+            value = flat[i][flat[i] != np.round(flat[i])][0]
+            problem = f"the {name} of sample {ids[i]} is not a whole number ({value:g})"
+        else:
+            continue
+        raise DatasetError(
+            f"{source.name}: {problem} ({source.sample_source(ids[i], name)}); fix or remove that sample"
+        )
 
 
 # --- reading ------------------------------------------------------------------------------------
@@ -485,8 +603,10 @@ class DecodeSplit(_BatchSplit):
         return len(self.ids)
 
     def _stored(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+        ids = [self.ids[i] for i in idx]
         with decode_threads(self.source):
-            arrays = self.source.decode_batch([self.ids[i] for i in idx])
+            arrays = self.source.decode_batch(ids)
+        check_values(self.source, ids, arrays, self.fields)
         return {k: np.ascontiguousarray(arrays[k], dtype=np.dtype(f.dtype)) for k, f in self.fields.items()}
 
 
@@ -541,6 +661,7 @@ def load(
         }
         info = {
             "read_from": "cache",
+            "data_root": str(source.root),
             "cache_dir": str(path),
             "cache_key": meta["key"],
             "split_file": str(path / "split.json"),
@@ -559,6 +680,7 @@ def load(
         splits = {s: DecodeSplit(source, plan.ids[s], modalities, transforms) for s in SPLITS}
         info = {
             "read_from": "raw",
+            "data_root": str(source.root),
             "sizes": {s: len(plan.ids[s]) for s in SPLITS},
             "skipped": plan.skipped,
             "n_skipped": len(plan.skipped),
@@ -569,15 +691,28 @@ def load(
     return source.make_data(splits, info)
 
 
-def dataset_factory(
-    source_cls: type[FileDataset], modalities: Sequence[str], doc: str
-) -> Callable[..., MultimodalData]:
+def probe_files(
+    source_cls: type[FileDataset],
+    data_root: str | os.PathLike[str] | None = None,
+    *,
+    cache: bool = True,
+    cache_dir: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+    **options: Any,
+) -> DatasetProbe:
+    """The probe of a file dataset, with its factory's arguments: construct the source (option
+    and file checks) and :meth:`FileDataset.probe` it."""
+    return source_cls(data_root, **options).probe(cache_dir)
+
+
+def dataset_factory(source_cls: type[FileDataset], doc: str) -> Callable[..., MultimodalData]:
     """The registry factory of a file dataset: ``data_root``, the class's options, then
-    ``cache``, ``cache_dir`` and ``progress``.
+    ``cache``, ``cache_dir`` and ``progress``. Register it with ``source_cls.describe()``.
 
     Its signature is derived from ``source_cls.__init__``, so each option is written once
     (in the class) and the registry still refuses a misspelt one.
     """
+    modalities = source_cls.modalities
     kw = inspect.Parameter.KEYWORD_ONLY
     options = [
         p.replace(kind=kw)

@@ -1,6 +1,7 @@
 """CREMA-D (Cao et al. 2014) as published: ``AudioWAV/<clip>.wav`` + ``VideoFlash/<clip>.flv``.
 
-Layout under ``data_root`` (the repository's checkout with its git-LFS media)::
+Layout under ``data_root`` (default ``$MILES_TUNE_DATA/cremad`` or
+``~/.cache/miles_tune/data/cremad``; the repository's checkout with its git-LFS media)::
 
     AudioWAV/1001_DFA_ANG_XX.wav ...     7,442 clips, 16 kHz
     VideoFlash/1001_DFA_ANG_XX.flv ...   or, instead, OGM-GE's pre-extracted frames:
@@ -35,7 +36,9 @@ when the split is planned; those that fail (no samples, no frame, unreadable fil
 skipped with a warning and counted in ``info["skipped"]`` (``broken="skip"``), or kept
 with an all-zero input (``broken="zero"``, which keeps N = 7,442 as in the paper). Those
 that decode are kept, as the paper's 7,442 count implies. Any other clip that fails is
-an error naming the file.
+an error naming the file, and so is a clip whose decoded audio holds NaN or infinite
+values (a float WAV can), refused when the cache is built. The probe lists ``AudioWAV/``
+and stats every WAV and video; it decodes nothing.
 """
 
 from __future__ import annotations
@@ -55,9 +58,9 @@ from miles_tune.data import register_dataset
 from miles_tune.data.audio import fit_length, read_wav, resample, scipy_spectrogram
 from miles_tune.data.base import EncoderSpec, MultimodalData
 from miles_tune.data.cache import LABEL, Field, FileDataset, Plan, dataset_factory
-from miles_tune.data.errors import BrokenSample, DatasetError
+from miles_tune.data.errors import BrokenSample, DatasetError, choice_option, float_option, int_option
 from miles_tune.data.media import read_image, read_video_frame, resize_hwc
-from miles_tune.data.splits import fraction_split
+from miles_tune.data.splits import fraction_sizes, fraction_split
 from miles_tune.data.transforms import IMAGENET_MEAN, IMAGENET_STD, image_to_input
 
 EMOTIONS = ("NEU", "HAP", "SAD", "FEA", "DIS", "ANG")  # OGM-GE's class order
@@ -86,6 +89,8 @@ def parse_clip(name: str, path: Path | None = None) -> int:
 class CremaD(FileDataset):
     name = "cremad"
     version = 1
+    modalities = MODALITIES
+    classes = EMOTIONS
 
     def __init__(
         self,
@@ -104,22 +109,41 @@ class CremaD(FileDataset):
         image_size: int = 224,
         broken: str = "skip",
     ) -> None:
+        n = self.name
+        video = choice_option(n, "video", video, ("auto", "flv", "frames"))
+        self.broken = choice_option(n, "broken", broken, ("skip", "zero"))
+        self.frame_position = float_option(n, "frame_position", frame_position, 0.0, 1.0)
+        self.seed = int_option(n, "seed", seed, minimum=0)
+        self.sample_rate = int_option(n, "sample_rate", sample_rate)
+        self.duration = float_option(n, "duration", duration, low=0.0)
+        self.nperseg = int_option(n, "nperseg", nperseg, minimum=2)
+        self.noverlap = int_option(n, "noverlap", noverlap, minimum=0)
+        self.audio_size = int_option(n, "audio_size", audio_size)
+        self.image_size = int_option(n, "image_size", image_size)
+        if self.noverlap >= self.nperseg:
+            raise DatasetError(
+                f"cremad: data.noverlap ({self.noverlap}) must be below data.nperseg ({self.nperseg})"
+            )
+        self.n_samples = int(round(self.duration * self.sample_rate))
+        if self.n_samples < self.nperseg:
+            raise DatasetError(
+                f"cremad: data.duration * data.sample_rate = {self.n_samples} samples is shorter than "
+                f"data.nperseg = {self.nperseg}"
+            )
+        try:
+            self.fractions = tuple(float(f) for f in fractions)
+            if len(self.fractions) != 3:
+                raise ValueError("need three")
+            fraction_sizes(1, self.fractions)
+        except (TypeError, ValueError):
+            raise DatasetError(
+                f"cremad: data.fractions must be three numbers >= 0 (train, val, test) that sum to 1, "
+                f"got {fractions!r}"
+            ) from None
         super().__init__(data_root)
-        if video not in ("auto", "flv", "frames"):
-            raise ValueError(f"cremad: video must be 'auto', 'flv' or 'frames', got {video!r}")
-        if broken not in ("skip", "zero"):
-            raise ValueError(f"cremad: broken must be 'skip' or 'zero', got {broken!r}")
-        if not 0.0 <= frame_position <= 1.0:
-            raise ValueError(f"cremad: frame_position must lie in [0, 1], got {frame_position}")
-        if not 0 <= noverlap < nperseg:
-            raise ValueError(f"cremad: need 0 <= noverlap < nperseg, got {noverlap}, {nperseg}")
-        if int(round(duration * sample_rate)) < nperseg:
-            raise ValueError("cremad: duration * sample_rate must be at least nperseg samples")
         self.audio_dir = self.root / AUDIO_DIR
         if not self.audio_dir.is_dir():
-            raise DatasetError(
-                f"cremad: missing folder {self.audio_dir} (the CREMA-D WAV files)", self.audio_dir
-            )
+            raise self.missing(self.audio_dir, "folder", "the CREMA-D WAV files")
         if video == "auto":
             video = "flv" if (self.root / VIDEO_DIR).is_dir() else "frames"
         self.video = video
@@ -128,20 +152,11 @@ class CremaD(FileDataset):
             what = (
                 "the CREMA-D FLV files" if video == "flv" else "OGM-GE's extracted frames, <clip>/00000.jpg"
             )
-            raise DatasetError(f"cremad: missing folder {self.video_dir} ({what})", self.video_dir)
+            raise self.missing(self.video_dir, "folder", what)
         self.frames_dir = frames_dir
-        self.frame_position = float(frame_position)
-        self.seed = int(seed)
-        self.fractions = tuple(float(f) for f in fractions)
-        self.sample_rate = int(sample_rate)
-        self.n_samples = int(round(duration * sample_rate))
-        self.duration = float(duration)
-        self.nperseg, self.noverlap = int(nperseg), int(noverlap)
-        self.audio_size, self.image_size = int(audio_size), int(image_size)
-        self.broken = broken
         self.clips = sorted(p.stem for p in self.audio_dir.glob("*.wav"))
         if not self.clips:
-            raise DatasetError(f"cremad: no .wav files in {self.audio_dir}", self.audio_dir)
+            raise self.files_error(f"cremad: no .wav files in {self.audio_dir}", self.audio_dir)
         self._zero: set[str] = set()
 
     # --- description ---------------------------------------------------------------------
@@ -171,6 +186,9 @@ class CremaD(FileDataset):
         files += [p for p in (self._video_path(c) for c in self.clips) if p.exists()]
         return files
 
+    def sample_source(self, sample_id: str, field: str) -> str:
+        return str(self._video_path(sample_id) if field == "video" else self.audio_dir / f"{sample_id}.wav")
+
     def fields(self) -> dict[str, Field]:
         return {
             "audio": Field((1, self.audio_size, self.audio_size), "float32"),
@@ -180,6 +198,15 @@ class CremaD(FileDataset):
 
     def transforms(self, stats: dict[str, list[float]]):
         return {"video": image_to_input(IMAGENET_MEAN, IMAGENET_STD)}
+
+    def check_headers(self) -> None:
+        """Clip names (the labels) and every clip's video, as :meth:`plan` checks them, without decoding."""
+        for clip in self.clips:
+            parse_clip(clip, self.audio_dir / f"{clip}.wav")
+            if clip not in KNOWN_BROKEN and not self._video_path(clip).exists():
+                raise self.files_error(
+                    f"cremad: missing video for clip {clip}: {self._video_path(clip)}", self._video_path(clip)
+                )
 
     # --- planning ------------------------------------------------------------------------
     def plan(self) -> Plan:
@@ -197,7 +224,7 @@ class CremaD(FileDataset):
                         continue
                     self._zero.add(clip)
             elif not self._video_path(clip).exists():
-                raise DatasetError(
+                raise self.files_error(
                     f"cremad: missing video for clip {clip}: {self._video_path(clip)}", self._video_path(clip)
                 )
             usable.append(clip)
@@ -262,9 +289,9 @@ class CremaD(FileDataset):
     def make_data(self, splits: dict[str, Dataset], info: dict[str, Any]) -> MultimodalData:
         return MultimodalData(
             name=self.name,
-            modalities=MODALITIES,
-            task="multiclass",
-            num_classes=len(EMOTIONS),
+            modalities=self.modalities,
+            task=self.task,
+            num_classes=len(self.classes),
             train=splits["train"],
             val=splits["val"],
             test=splits["test"],
@@ -272,15 +299,14 @@ class CremaD(FileDataset):
                 "audio": EncoderSpec("resnet18", {"in_channels": 1}),
                 "video": EncoderSpec("resnet18", {"in_channels": 3}),
             },
-            default_metric="acc",
+            default_metric=self.default_metric,
             info={"classes": list(EMOTIONS), **info},
         )
 
 
-cremad = register_dataset("cremad")(
+cremad = register_dataset("cremad", CremaD.describe())(
     dataset_factory(
         CremaD,
-        MODALITIES,
         "CREMA-D audio spectrogram + one video frame; see :mod:`miles_tune.data.cremad`.",
     )
 )

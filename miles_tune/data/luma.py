@@ -1,6 +1,7 @@
 """LUMA (Bezirganyan et al. 2024): spoken words + CIFAR-like images, in the LUMA tool's ``data/`` layout.
 
-Layout under ``data_root`` (LUMA's ``data/`` folder after cloning the HF dataset
+Layout under ``data_root`` (default ``$MILES_TUNE_DATA/luma`` or
+``~/.cache/miles_tune/data/luma``; LUMA's ``data/`` folder after cloning the HF dataset
 ``bezirganyan/LUMA`` and running its tooling)::
 
     audio/datalist.csv                 columns path, label, tts_label (path relative to audio/)
@@ -11,7 +12,16 @@ Layout under ``data_root`` (LUMA's ``data/`` folder after cloning the HF dataset
 
 The image pickles are what LUMA's ``get_unprocessed_data.py`` / ``compile_dataset.py``
 write from the CIFAR pickles and ``edm_images.pickle``; building them from CIFAR here is
-not supported. They are pickles: only load files you trust. Reading them needs pandas.
+not supported. Reading them needs pandas.
+
+**Security: the image tables are Python pickles** (``pd.read_pickle``), because that is
+the format LUMA publishes. Unpickling runs code chosen by whoever wrote the file, so only
+point ``data_root`` at files you produced yourself from the official HF dataset and
+CIFAR download, or got from a source you trust.
+
+The probe stats the tables and reads the audio table's header line (columns ``path``
+and ``label``); it does not unpickle anything. NaN or infinite audio (a float WAV can
+hold them) is refused when the cache is built, naming the WAV.
 
 **Split (MILES).** "Top 22 classes having 1,500 or more samples ... 1,500 instances per
 class, totaling 33,000 pairs ... 25,000 training, 4,000 validation, and 4,000 test". The
@@ -50,7 +60,7 @@ from miles_tune.data import register_dataset
 from miles_tune.data.audio import mel_spectrogram, read_wav, resample
 from miles_tune.data.base import EncoderSpec, MultimodalData
 from miles_tune.data.cache import LABEL, Field, FileDataset, Plan, dataset_factory
-from miles_tune.data.errors import DatasetError, require
+from miles_tune.data.errors import DatasetError, int_option, require
 from miles_tune.data.splits import stratified_split
 from miles_tune.data.transforms import image_to_input
 
@@ -72,6 +82,8 @@ IMAGE_TABLES = (("image_data_unprocessed.pickle",), ("image_data.pickle", "image
 class Luma(FileDataset):
     name = "luma"
     version = 1
+    modalities = MODALITIES
+    classes: tuple[str, ...] = PAPER_CLASSES  # data.classes changes it per instance
 
     def __init__(
         self,
@@ -92,30 +104,44 @@ class Luma(FileDataset):
         log_mel: bool = True,
         image_size: int = 96,
     ) -> None:
-        super().__init__(data_root)
+        n = self.name
+        if classes is not None and (isinstance(classes, str) or not isinstance(classes, Sequence)):
+            raise DatasetError(f"luma: data.classes must be a list of class names, got {classes!r}")
         self.classes = tuple(classes) if classes is not None else PAPER_CLASSES
         if len(self.classes) < 2 or len(set(self.classes)) != len(self.classes):
-            raise ValueError(f"luma: classes must be at least two distinct names, got {self.classes}")
-        if per_class < 1:
-            raise ValueError(f"luma: per_class must be >= 1, got {per_class}")
-        self.per_class = int(per_class)
+            raise DatasetError(
+                f"luma: data.classes must be at least two distinct names, got {list(self.classes)}"
+            )
+        unknown = [c for c in self.classes if c not in LUMA_CLASSES]
+        if unknown:
+            raise DatasetError(
+                f"luma: data.classes has names that are not LUMA classes: {unknown}; "
+                f"choose from {', '.join(LUMA_CLASSES)}"
+            )
+        self.per_class = int_option(n, "per_class", per_class)
         total = self.per_class * len(self.classes)
-        self.n_val = int(n_val) if n_val is not None else math.floor(total * 4000 / 33000)
-        self.n_test = int(n_test) if n_test is not None else math.floor(total * 4000 / 33000)
-        if self.n_val < 1 or self.n_test < 1 or self.n_val + self.n_test >= total:
-            raise ValueError(f"luma: n_val={self.n_val}, n_test={self.n_test} do not fit {total} pairs")
-        self.stratify, self.seed = bool(stratify), int(seed)
-        self.sample_rate, self.resample_audio = int(sample_rate), bool(resample_audio)
-        self.n_mels, self.n_frames, self.n_fft, self.hop_length = (
-            int(n_mels),
-            int(n_frames),
-            int(n_fft),
-            int(hop_length),
+        default_held_out = math.floor(total * 4000 / 33000)
+        self.n_val = int_option(n, "n_val", n_val if n_val is not None else default_held_out)
+        self.n_test = int_option(n, "n_test", n_test if n_test is not None else default_held_out)
+        if self.n_val + self.n_test >= total:
+            raise DatasetError(
+                f"luma: data.n_val + data.n_test = {self.n_val + self.n_test} leaves no training pairs out "
+                f"of {total} (data.per_class {self.per_class} × {len(self.classes)} classes); lower them"
+            )
+        self.stratify, self.seed = bool(stratify), int_option(n, "seed", seed, minimum=0)
+        self.sample_rate, self.resample_audio = (
+            int_option(n, "sample_rate", sample_rate),
+            bool(resample_audio),
         )
-        self.log_mel, self.image_size = bool(log_mel), int(image_size)
+        self.n_mels = int_option(n, "n_mels", n_mels)
+        self.n_frames = int_option(n, "n_frames", n_frames)
+        self.n_fft = int_option(n, "n_fft", n_fft, minimum=2)
+        self.hop_length = int_option(n, "hop_length", hop_length)
+        self.log_mel, self.image_size = bool(log_mel), int_option(n, "image_size", image_size)
+        super().__init__(data_root)
         self.audio_table = next((self.root / t for t in AUDIO_TABLES if (self.root / t).is_file()), None)
         if self.audio_table is None:
-            raise DatasetError(
+            raise self.files_error(
                 f"luma: no audio list in {self.root}: expected {' or '.join(AUDIO_TABLES)}",
                 self.root / AUDIO_TABLES[1],
             )
@@ -128,7 +154,7 @@ class Luma(FileDataset):
             None,
         )
         if not self.image_tables:
-            raise DatasetError(
+            raise self.files_error(
                 f"luma: no image pickle in {self.root}: expected image_data_unprocessed.pickle or "
                 "image_data.pickle (run LUMA's get_unprocessed_data.py, which builds them from CIFAR "
                 "and edm_images.pickle)",
@@ -174,6 +200,32 @@ class Luma(FileDataset):
     def transforms(self, stats: dict[str, list[float]]):
         return {"image": image_to_input(LUMA_MEAN, LUMA_STD, (self.image_size, self.image_size))}
 
+    def sample_source(self, sample_id: str, field: str) -> str:
+        a_part, i_part = sample_id.split("-")
+        if field == "audio" and self._audio is not None:
+            wav = self.audio_root / str(self._audio["path"][int(a_part[1:])])
+            return f"{wav}, row {a_part[1:]} of {self.audio_table}"
+        return f"audio row {a_part[1:]} of {self.audio_table}, image row {i_part[1:]} of the image tables"
+
+    def check_headers(self) -> None:
+        """The audio table's header line must name the columns the loader reads (no pandas, no pickle)."""
+        import csv
+
+        try:
+            with open(self.audio_table, newline="", encoding="utf-8") as handle:
+                header = next(csv.reader(handle), [])
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            raise DatasetError(f"luma: cannot read {self.audio_table}: {exc}", self.audio_table) from exc
+        self._check_columns(header)
+
+    def _check_columns(self, columns: Sequence[str]) -> None:
+        missing = {"path", "label"} - set(columns)
+        if missing:
+            raise DatasetError(
+                f"luma: {self.audio_table} lacks column(s) {sorted(missing)}; has {list(columns)}",
+                self.audio_table,
+            )
+
     # --- tables -----------------------------------------------------------------------------
     def _load_audio_table(self):
         if self._audio is None:
@@ -182,12 +234,7 @@ class Luma(FileDataset):
                 table = pd.read_csv(self.audio_table)
             except Exception as exc:
                 raise DatasetError(f"luma: cannot read {self.audio_table}: {exc}", self.audio_table) from exc
-            missing = {"path", "label"} - set(table.columns)
-            if missing:
-                raise DatasetError(
-                    f"luma: {self.audio_table} lacks column(s) {sorted(missing)}; has {list(table.columns)}",
-                    self.audio_table,
-                )
+            self._check_columns(list(table.columns))
             self._audio = table[["path", "label"]].reset_index(drop=True)
         return self._audio
 
@@ -236,7 +283,7 @@ class Luma(FileDataset):
                 if len(rows) < self.per_class:
                     raise DatasetError(
                         f"luma: class {name!r} has {len(rows)} {what} in {table}, fewer than "
-                        f"per_class={self.per_class}; lower per_class or choose other classes",
+                        f"data.per_class={self.per_class}; lower data.per_class or choose other data.classes",
                         table,
                     )
             a_pick = rng.choice(a_rows, self.per_class, replace=False)
@@ -303,8 +350,8 @@ class Luma(FileDataset):
     def make_data(self, splits: dict[str, Dataset], info: dict[str, Any]) -> MultimodalData:
         return MultimodalData(
             name=self.name,
-            modalities=MODALITIES,
-            task="multiclass",
+            modalities=self.modalities,
+            task=self.task,
             num_classes=len(self.classes),
             train=splits["train"],
             val=splits["val"],
@@ -313,15 +360,14 @@ class Luma(FileDataset):
                 "audio": EncoderSpec("resnet6", {"in_channels": 1, "small_input": True}),
                 "image": EncoderSpec("resnet6", {"in_channels": 3, "small_input": True}),
             },
-            default_metric="acc",
+            default_metric=self.default_metric,
             info=info,
         )
 
 
-luma = register_dataset("luma")(
+luma = register_dataset("luma", Luma.describe())(
     dataset_factory(
         Luma,
-        MODALITIES,
         "LUMA audio (mel) + image over a configurable class list; see :mod:`miles_tune.data.luma`.",
     )
 )

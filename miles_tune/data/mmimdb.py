@@ -1,7 +1,8 @@
 """MM-IMDb (Arevalo et al. 2017): movie plot + poster, 23 genres, multilabel.
 
-Two published forms under ``data_root`` (the folder of ``mmimdb.tar.gz``'s ``mmimdb/``,
-or its parent):
+Two published forms under ``data_root`` (default ``$MILES_TUNE_DATA/mmimdb`` or
+``~/.cache/miles_tune/data/mmimdb``; the folder of ``mmimdb.tar.gz``'s ``mmimdb/``, or its
+parent):
 
 - **raw** (``form="raw"``)::
 
@@ -14,13 +15,22 @@ or its parent):
   published counts); ``images`` (N, 3, 256, 160) int32, BGR, VGG-mean-subtracted (undone
   here); ``sequences`` (word ids, turned back into text through ``metadata.npy``'s
   ``ix_to_word``: lower-cased, digits replaced by ``N``, punctuation split, so not the
-  original plot); ``genres`` (N, 23) with ``attrs["target_names"]``. ``metadata.npy``
-  is a pickle (``np.load(allow_pickle=True)``): only load files you trust. Needs h5py.
+  original plot); ``genres`` (N, 23) 0/1 with ``attrs["target_names"]``. Needs h5py.
+
+**Security: ``metadata.npy`` is a Python pickle** (read with ``np.load(allow_pickle=True)``,
+because the published HDF5 form ships its vocabulary that way). Unpickling runs code
+chosen by whoever wrote the file, so only use a ``metadata.npy`` from a source you trust
+(the official archive); the raw form (JSON + JPEG) loads no pickle at all.
 
 ``form="auto"`` takes raw when ``split.json`` exists, else HDF5.
 
 **Labels.** The 23 genres of :data:`GENRES` (frequency order), multi-hot float32; the
-order is stored in ``info["classes"]``. Other genres (e.g. News) are ignored.
+order is stored in ``info["classes"]``. Other genres (e.g. News) are ignored; a genre
+entry that is not a string (raw form) or a ``genres`` value other than 0/1 (HDF5) is an
+error naming the file and row.
+
+**Probe.** Stats ``split.json``'s listed ``<id>.json``/``<id>.jpeg`` (raw) or the HDF5
+and ``metadata.npy`` (reading ``split.json``, no pickle, no text model).
 
 **Text (MILES: pre-trained BERT-base on the plot).** The longest ``plot`` entry (as
 MMF does). Two input forms, ``text=``:
@@ -62,9 +72,9 @@ from torch.utils.data import Dataset
 from miles_tune.data import register_dataset
 from miles_tune.data.base import EncoderSpec, MultimodalData
 from miles_tune.data.cache import LABEL, Field, FileDataset, Plan, dataset_factory
-from miles_tune.data.errors import DatasetError, require
+from miles_tune.data.errors import DatasetError, choice_option, int_option, require
 from miles_tune.data.media import center_crop, read_image, resize_shorter_side
-from miles_tune.data.text import TextFeaturizer, describe_source
+from miles_tune.data.text import POOLINGS, TextFeaturizer, describe_source
 from miles_tune.data.transforms import ToLong, image_to_input
 
 GENRES = (
@@ -99,6 +109,10 @@ def multi_hot(genres: Sequence[str], classes: Sequence[str]) -> np.ndarray:
 class MMImdb(FileDataset):
     name = "mmimdb"
     version = 1
+    task = "multilabel"
+    modalities = MODALITIES
+    classes = GENRES
+    default_metric = "f1_micro"
     decode_threads = None  # the text model's forward pass uses every thread
 
     def __init__(
@@ -116,6 +130,22 @@ class MMImdb(FileDataset):
         image_size: int = 224,
         resize: int = 256,
     ) -> None:
+        n = self.name
+        form = choice_option(n, "form", form, ("auto", "raw", "hdf5"))
+        self.text = choice_option(n, "text", text, ("features", "tokens"))
+        text_pooling = choice_option(n, "text_pooling", text_pooling, POOLINGS)
+        self.image_size = int_option(n, "image_size", image_size)
+        self.resize = int_option(n, "resize", resize)
+        if self.resize < self.image_size:
+            raise DatasetError(
+                f"mmimdb: data.resize ({self.resize}) must be >= data.image_size ({self.image_size})"
+            )
+        if max_length is not None:
+            max_length = int_option(n, "max_length", max_length, minimum=2)
+        text_batch_size = int_option(n, "text_batch_size", text_batch_size)
+        text_seed = int_option(n, "text_seed", text_seed, minimum=0)
+        if not isinstance(text_model, str) or not text_model:
+            raise DatasetError(f"mmimdb: data.text_model must be a model name or folder, got {text_model!r}")
         super().__init__(data_root)
         if (self.root / "mmimdb").is_dir() and not (self.root / SPLIT_FILE).is_file():
             self.root = self.root / "mmimdb"
@@ -127,13 +157,7 @@ class MMImdb(FileDataset):
                 if (self.root / HDF5_FILE).is_file()
                 else "raw"
             )
-        if form not in ("raw", "hdf5"):
-            raise ValueError(f"mmimdb: form must be 'auto', 'raw' or 'hdf5', got {form!r}")
-        if text not in ("features", "tokens"):
-            raise ValueError(f"mmimdb: text must be 'features' or 'tokens', got {text!r}")
-        if resize < image_size:
-            raise ValueError(f"mmimdb: resize ({resize}) must be >= image_size ({image_size})")
-        self.form, self.text = form, text
+        self.form = form
         self.featurizer = TextFeaturizer(
             text_model,
             pooling=text_pooling,
@@ -144,37 +168,38 @@ class MMImdb(FileDataset):
         )
         self.text_model, self.text_pooling, self.text_seed = text_model, text_pooling, int(text_seed)
         self.local_files_only = local_files_only
-        self.image_size, self.resize = int(image_size), int(resize)
         if form == "raw":
             self.split_file = self.root / SPLIT_FILE
             if not self.split_file.is_file():
-                raise DatasetError(
+                raise self.files_error(
                     f"mmimdb: missing {self.split_file} (raw form: split.json + dataset/<id>.json/.jpeg; "
-                    f"or pass the folder holding {HDF5_FILE})",
+                    f"or the folder holding {HDF5_FILE})",
                     self.split_file,
                 )
             self.dataset_dir = self.root / "dataset"
             if not self.dataset_dir.is_dir():
-                raise DatasetError(
-                    f"mmimdb: missing folder {self.dataset_dir} (<id>.json and <id>.jpeg)", self.dataset_dir
-                )
+                raise self.missing(self.dataset_dir, "folder", "<id>.json and <id>.jpeg")
             self._split = self._read_split()
         else:
             self.hdf5_path = self.root / HDF5_FILE
             self.metadata_path = self.root / "metadata.npy"
             for p in (self.hdf5_path, self.metadata_path):
                 if not p.is_file():
-                    raise DatasetError(f"mmimdb: missing {p} (HDF5 form: {HDF5_FILE} + metadata.npy)", p)
+                    raise self.missing(p, detail=f"HDF5 form: {HDF5_FILE} + metadata.npy")
         self._h5 = None
         self._vocab: dict[int, str] | None = None
         self._text_dim: int | None = None
 
     # --- description --------------------------------------------------------------------------
     def settings(self) -> dict[str, Any]:
+        try:
+            model = describe_source(self.text_model)
+        except DatasetError as exc:
+            raise DatasetError(f"mmimdb: data.text_model={self.text_model!r}: {exc}", exc.path) from exc
         return {
             "form": self.form,
             "text": self.text,
-            "text_model": describe_source(self.text_model),
+            "text_model": model,
             "text_pooling": self.text_pooling if self.text == "features" else None,
             "max_length": self.featurizer.max_length,
             "text_seed": self.text_seed,
@@ -188,6 +213,11 @@ class MMImdb(FileDataset):
             return [self.hdf5_path, self.metadata_path]
         ids = [i for s in ("train", "dev", "test") for i in self._split[s]]
         return [self.split_file] + [self.dataset_dir / f"{i}.{ext}" for i in ids for ext in ("json", "jpeg")]
+
+    def sample_source(self, sample_id: str, field: str) -> str:
+        if self.form == "hdf5":
+            return f"row {sample_id[1:]} of {self.hdf5_path}"
+        return str(self.dataset_dir / f"{sample_id}.{'jpeg' if field == 'image' else 'json'}")
 
     @property
     def text_dim(self) -> int:
@@ -245,6 +275,8 @@ class MMImdb(FileDataset):
         genres = doc.get("genres")
         if not isinstance(genres, list):
             raise DatasetError(f"mmimdb: {path} has no 'genres' list", path)
+        if not all(isinstance(g, str) for g in genres):
+            raise DatasetError(f"mmimdb: {path} has a genre that is not a name: {genres}", path)
         poster = read_image(self.dataset_dir / f"{movie}.jpeg")
         return longest_plot(doc, path), self._poster(poster), multi_hot(genres, GENRES)
 
@@ -317,6 +349,11 @@ class MMImdb(FileDataset):
         bgr = bgr + np.asarray(VGG_MEAN_BGR)[:, None, None]
         rgb = np.clip(np.rint(bgr[::-1].transpose(1, 2, 0)), 0, 255).astype(np.uint8)
         genres = np.asarray(h5["genres"][row])
+        if not np.isin(genres, (0, 1)).all():
+            raise DatasetError(
+                f"mmimdb: genres in {self.hdf5_path} are not 0/1 (row {row} is {genres.tolist()})",
+                self.hdf5_path,
+            )
         names = [g for g, on in zip(self._genre_names, genres, strict=False) if on]
         return text, self._poster(rgb), multi_hot(names, GENRES)
 
@@ -377,22 +414,21 @@ class MMImdb(FileDataset):
             )
         return MultimodalData(
             name=self.name,
-            modalities=MODALITIES,
-            task="multilabel",
-            num_classes=len(GENRES),
+            modalities=self.modalities,
+            task=self.task,
+            num_classes=len(self.classes),
             train=splits["train"],
             val=splits["val"],
             test=splits["test"],
             encoders={"text": text_enc, "image": EncoderSpec("resnet50", {"in_channels": 3})},
-            default_metric="f1_micro",
+            default_metric=self.default_metric,
             info={"text_model": self.text_model, **info},
         )
 
 
-mmimdb = register_dataset("mmimdb")(
+mmimdb = register_dataset("mmimdb", MMImdb.describe())(
     dataset_factory(
         MMImdb,
-        MODALITIES,
         "MM-IMDb plot + poster, 23-genre multilabel; see :mod:`miles_tune.data.mmimdb`.",
     )
 )

@@ -1,6 +1,7 @@
 """S-MNIST: Khacef et al.'s "Written and spoken digits database for multimodal learning" (Zenodo 3515934).
 
-Layout under ``data_root`` (the six files of the Zenodo record)::
+Layout under ``data_root`` (default ``$MILES_TUNE_DATA/smnist`` or
+``~/.cache/miles_tune/data/smnist``; the six files of the Zenodo record)::
 
     data_wr_train.npy  (60000, 784)   MNIST images
     data_sp_train.npy  (60000, 507)   spoken digits: 39 frames × 13 MFCC (12 + energy), time-major
@@ -9,7 +10,11 @@ Layout under ``data_root`` (the six files of the Zenodo record)::
 
 The dtypes are not documented: images may be uint8 (0..255) or floats (0..1 or 0..255;
 anything above 1.5 is divided by 255), labels integers or one-hot rows (argmax).
-Images may also come as (N, 28, 28[, 1]) and MFCCs as (N, 39, 13).
+Images may also come as (N, 28, 28[, 1]) and MFCCs as (N, 39, 13). Labels must be whole
+numbers in 0..9 (float labels such as 3.7 are refused, not truncated) or exact one-hot
+rows; NaN or infinite features are refused when the cache is built, naming the file and
+row. The probe reads only the ``.npy`` headers (shapes against ``n_train``/``n_val``/
+``n_test``).
 
 **Split (MILES).** 8,000 training and 2,000 validation samples drawn at random (seeded)
 from the 60,000 training rows, 2,000 test samples from the 10,000 test rows (options
@@ -43,26 +48,51 @@ from torch.utils.data import Dataset
 from miles_tune.data import register_dataset
 from miles_tune.data.base import EncoderSpec, MultimodalData
 from miles_tune.data.cache import LABEL, Field, FileDataset, Plan, dataset_factory
-from miles_tune.data.errors import DatasetError
+from miles_tune.data.errors import DatasetError, int_option
 from miles_tune.data.transforms import Standardize
 
 MODALITIES = ("image", "audio")
 FILES = {"image": "data_wr_{}.npy", "audio": "data_sp_{}.npy", LABEL: "labels_{}.npy"}
 MFCC_SHAPE = (39, 13)
+IMAGE_SHAPES = ((784,), (28, 28), (28, 28, 1), (1, 28, 28))
 
 
-def _load_npy(path: Path) -> np.ndarray:
-    if not path.is_file():
-        raise DatasetError(f"smnist: missing file {path}", path)
-    try:
-        return np.load(path, mmap_mode="r", allow_pickle=False)
-    except Exception as exc:  # ValueError for pickled/corrupt headers, OSError for truncated files
-        raise DatasetError(f"smnist: cannot read {path} as a NumPy array: {exc}", path) from exc
+def parse_labels(labels: np.ndarray, path: Path) -> np.ndarray:
+    """(N,) int64 digits from integer labels, whole-number floats or exact one-hot rows; anything
+    else (3.7, NaN, soft or empty one-hot rows, strings) is refused naming the file and row."""
+    labels = np.asarray(labels)
+    if labels.ndim == 2:
+        hot = np.isin(labels, (0, 1)).all(axis=1) & (labels.sum(axis=1) == 1)
+        if not hot.all():
+            r = int(np.flatnonzero(~hot)[0])
+            raise DatasetError(
+                f"smnist: labels in {path} are not one-hot rows (row {r} is {labels[r].tolist()})", path
+            )
+        return labels.argmax(1).astype(np.int64)
+    if labels.ndim != 1:
+        raise DatasetError(f"smnist: {path} has shape {labels.shape}; expected (N,) or one-hot (N, 10)", path)
+    if labels.dtype.kind == "f":
+        whole = np.isfinite(labels) & (labels == np.round(labels))
+        if not whole.all():
+            r = int(np.flatnonzero(~whole)[0])
+            raise DatasetError(
+                f"smnist: labels in {path} are not whole numbers (row {r} is {float(labels[r]):g})", path
+            )
+    elif labels.dtype.kind not in "iu":
+        raise DatasetError(f"smnist: labels in {path} have dtype {labels.dtype}; expected integers", path)
+    out = labels.astype(np.int64)
+    bad = (out < 0) | (out > 9)
+    if bad.any():
+        r = int(np.flatnonzero(bad)[0])
+        raise DatasetError(f"smnist: labels outside 0..9 in {path} (row {r} is {out[r]})", path)
+    return out
 
 
 class SMnist(FileDataset):
     name = "smnist"
     version = 1
+    modalities = MODALITIES
+    classes = tuple(str(d) for d in range(10))
 
     def __init__(
         self,
@@ -76,13 +106,13 @@ class SMnist(FileDataset):
         image_size: int = 28,
         standardize: bool = False,
     ) -> None:
+        self.n_train = int_option(self.name, "n_train", n_train)
+        self.n_val = int_option(self.name, "n_val", n_val)
+        self.n_test = int_option(self.name, "n_test", n_test)
+        self.seed = int_option(self.name, "seed", seed, minimum=0)
+        self.image_size = int_option(self.name, "image_size", image_size)
+        self.dedupe, self.standardize = bool(dedupe), bool(standardize)
         super().__init__(data_root)
-        for name, n in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test)):
-            if n < 1:
-                raise ValueError(f"smnist: {name} must be >= 1, got {n}")
-        self.n_train, self.n_val, self.n_test = int(n_train), int(n_val), int(n_test)
-        self.seed, self.dedupe = int(seed), bool(dedupe)
-        self.image_size, self.standardize = int(image_size), bool(standardize)
         self.paths = {
             (part, key): self.root / pattern.format(part)
             for part in ("train", "test")
@@ -90,7 +120,7 @@ class SMnist(FileDataset):
         }
         for path in self.paths.values():
             if not path.is_file():
-                raise DatasetError(f"smnist: missing file {path}", path)
+                raise self.missing(path, detail="one of the six S-MNIST .npy files of Zenodo 3515934")
         self._arrays: dict[str, dict[str, np.ndarray]] | None = None
         self._scale: dict[str, float] = {}
 
@@ -122,64 +152,89 @@ class SMnist(FileDataset):
     def transforms(self, stats: dict[str, list[float]]):
         return {m: Standardize(*stats[m]) for m in MODALITIES if m in stats}
 
+    def sample_source(self, sample_id: str, field: str) -> str:
+        part, row = sample_id.split("/")
+        return f"row {row} of {self.paths[part, field]}"
+
     # --- reading and checking the files -------------------------------------------------------
+    def _load_npy(self, path: Path) -> np.ndarray:
+        if not path.is_file():
+            raise self.missing(path)
+        try:
+            return np.load(path, mmap_mode="r", allow_pickle=False)  # reads the header only
+        except Exception as exc:  # ValueError for pickled/corrupt headers, OSError for truncated files
+            raise DatasetError(f"smnist: cannot read {path} as a NumPy array: {exc}", path) from exc
+
+    def _open(self, part: str) -> dict[str, np.ndarray]:
+        """The memory-mapped arrays of ``part`` with their shapes checked (headers only, no data read)."""
+        image = self._load_npy(self.paths[part, "image"])
+        audio = self._load_npy(self.paths[part, "audio"])
+        labels = self._load_npy(self.paths[part, LABEL])
+        if image.shape[1:] not in IMAGE_SHAPES:
+            raise DatasetError(
+                f"smnist: {self.paths[part, 'image']} has shape {image.shape}; "
+                "expected (N, 784) MNIST images",
+                self.paths[part, "image"],
+            )
+        if audio.shape[1:] not in ((507,), MFCC_SHAPE):
+            raise DatasetError(
+                f"smnist: {self.paths[part, 'audio']} has shape {audio.shape}; "
+                "expected (N, 507) = 39×13 MFCCs",
+                self.paths[part, "audio"],
+            )
+        if labels.ndim not in (1, 2):
+            raise DatasetError(
+                f"smnist: {self.paths[part, LABEL]} has shape {labels.shape}; "
+                "expected (N,) or one-hot (N, 10)",
+                self.paths[part, LABEL],
+            )
+        n = len(image)
+        for key, arr in (("audio", audio), (LABEL, labels)):
+            if len(arr) != n:
+                raise DatasetError(
+                    f"smnist: {self.paths[part, key]} has {len(arr)} rows but "
+                    f"{self.paths[part, 'image'].name} has {n}",
+                    self.paths[part, key],
+                )
+        return {"image": image, "audio": audio, LABEL: labels}
+
+    def _check_sizes(self, n_rows: int, n_test_rows: int) -> None:
+        need = self.n_train + self.n_val
+        if need > n_rows:
+            raise DatasetError(
+                f"smnist: data.n_train + data.n_val = {need} exceeds the {n_rows} rows of "
+                f"{self.paths['train', 'image']}; lower them",
+                self.paths["train", "image"],
+            )
+        if self.n_test > n_test_rows:
+            raise DatasetError(
+                f"smnist: data.n_test = {self.n_test} exceeds the {n_test_rows} rows of "
+                f"{self.paths['test', 'image']}; lower it",
+                self.paths["test", "image"],
+            )
+
+    def check_headers(self) -> None:
+        train, test = self._open("train"), self._open("test")
+        self._check_sizes(len(train["image"]), len(test["image"]))
+
     def _load(self) -> dict[str, dict[str, np.ndarray]]:
         if self._arrays is not None:
             return self._arrays
         arrays: dict[str, dict[str, np.ndarray]] = {}
         for part in ("train", "test"):
-            image = _load_npy(self.paths[part, "image"])
-            audio = _load_npy(self.paths[part, "audio"])
-            labels = _load_npy(self.paths[part, LABEL])
-            n = len(image)
-            if image.shape[1:] not in ((784,), (28, 28), (28, 28, 1), (1, 28, 28)):
-                raise DatasetError(
-                    f"smnist: {self.paths[part, 'image']} has shape {image.shape}; "
-                    "expected (N, 784) MNIST images",
-                    self.paths[part, "image"],
-                )
-            if audio.shape[1:] not in ((507,), MFCC_SHAPE):
-                raise DatasetError(
-                    f"smnist: {self.paths[part, 'audio']} has shape {audio.shape}; "
-                    "expected (N, 507) = 39×13 MFCCs",
-                    self.paths[part, "audio"],
-                )
-            if labels.ndim == 2:
-                labels = np.asarray(labels).argmax(1)
-            if labels.ndim != 1:
-                raise DatasetError(
-                    f"smnist: {self.paths[part, LABEL]} has shape {labels.shape}; "
-                    "expected (N,) or one-hot (N, 10)",
-                    self.paths[part, LABEL],
-                )
-            labels = np.asarray(labels).astype(np.int64)
-            for key, arr in (("audio", audio), (LABEL, labels)):
-                if len(arr) != n:
-                    raise DatasetError(
-                        f"smnist: {self.paths[part, key]} has {len(arr)} rows but "
-                        f"{self.paths[part, 'image'].name} has {n}",
-                        self.paths[part, key],
-                    )
-            if n and (labels.min() < 0 or labels.max() > 9):
-                raise DatasetError(
-                    f"smnist: labels outside 0..9 in {self.paths[part, LABEL]}", self.paths[part, LABEL]
-                )
-            # uint8, or floats above 1.5: 0..255 pixel values
-            big = image.dtype == np.uint8 or (n > 0 and float(np.max(image)) > 1.5)
+            a = self._open(part)
+            a[LABEL] = parse_labels(a[LABEL], self.paths[part, LABEL])
+            image = a["image"]
+            # uint8, or floats above 1.5: 0..255 pixel values (NaN is refused when the cache is written)
+            big = image.dtype == np.uint8 or (len(image) > 0 and float(np.nanmax(image)) > 1.5)
             self._scale[part] = 255.0 if big else 1.0
-            arrays[part] = {"image": image, "audio": audio, LABEL: labels}
+            arrays[part] = a
         self._arrays = arrays
         return arrays
 
     # --- planning ---------------------------------------------------------------------------
     def _draw_train_val(self, audio: np.ndarray, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
         need = self.n_train + self.n_val
-        if need > n_rows:
-            raise DatasetError(
-                f"smnist: n_train + n_val = {need} exceeds the {n_rows} rows of "
-                f"{self.paths['train', 'image']}",
-                self.paths["train", "image"],
-            )
         rng = np.random.default_rng(self.seed)
         perm = rng.permutation(n_rows)
         if not self.dedupe:
@@ -206,22 +261,16 @@ class SMnist(FileDataset):
         if len(val) < self.n_val or len(train) < self.n_train:
             raise DatasetError(
                 f"smnist: with dedupe only {len(train)} training and {len(val)} validation rows "
-                f"could be drawn from {len(group)} distinct spoken vectors; lower n_train/n_val",
+                f"could be drawn from {len(group)} distinct spoken vectors; lower data.n_train/data.n_val",
                 self.paths["train", "audio"],
             )
         return np.asarray(train), np.asarray(val)
 
     def plan(self) -> Plan:
         arrays = self._load()
-        n_rows = len(arrays["train"][LABEL])
+        n_rows, n_test_rows = len(arrays["train"][LABEL]), len(arrays["test"][LABEL])
+        self._check_sizes(n_rows, n_test_rows)
         train, val = self._draw_train_val(arrays["train"]["audio"], n_rows)
-        n_test_rows = len(arrays["test"][LABEL])
-        if self.n_test > n_test_rows:
-            raise DatasetError(
-                f"smnist: n_test = {self.n_test} exceeds the {n_test_rows} rows of "
-                f"{self.paths['test', 'image']}",
-                self.paths["test", "image"],
-            )
         test = np.random.default_rng(self.seed + 1).permutation(n_test_rows)[: self.n_test]
         ids = {
             "train": [f"train/{r}" for r in train],
@@ -261,18 +310,18 @@ class SMnist(FileDataset):
         enc = EncoderSpec("resnet10", {"in_channels": 1, "small_input": True})
         return MultimodalData(
             name=self.name,
-            modalities=MODALITIES,
-            task="multiclass",
-            num_classes=10,
+            modalities=self.modalities,
+            task=self.task,
+            num_classes=len(self.classes),
             train=splits["train"],
             val=splits["val"],
             test=splits["test"],
             encoders={"image": enc, "audio": enc},
-            default_metric="acc",
+            default_metric=self.default_metric,
             info=info,
         )
 
 
-smnist = register_dataset("smnist")(
-    dataset_factory(SMnist, MODALITIES, "S-MNIST written + spoken digits; see :mod:`miles_tune.data.smnist`.")
+smnist = register_dataset("smnist", SMnist.describe())(
+    dataset_factory(SMnist, "S-MNIST written + spoken digits; see :mod:`miles_tune.data.smnist`.")
 )

@@ -38,17 +38,24 @@ slow alone 0.94, vanilla L_mm only 0.89 (slow probe 0.77), vanilla Eq. 3 0.94 (s
 0.95), MILES τ 0.1 μ 0.5 0.93 (slow head 0.95). See
 ``analysis/results/synthetic_image_calibration.md``. With s_slow 3 (the vector value)
 ``slow`` reaches 1.0 alone within 6 epochs and joint training is not greedy.
+
+Every option is checked before anything is generated (:func:`check_options`, which is
+also the probe): a NaN strength would otherwise make NaN inputs that fail only at
+training step 0.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
 from miles_tune.data import register_dataset
 from miles_tune.data.base import EncoderSpec, MultimodalData, TensorSplit
+from miles_tune.data.errors import DatasetError, choice_option, float_option, int_option
+from miles_tune.data.probe import DatasetInfo, DatasetProbe
 
 IMAGE_SIZE = 28
 PATCH = 4
@@ -121,7 +128,45 @@ def _image_split(n, num_classes, p_fast, s_fast, s_slow, g_slow, k_slow, templat
     return TensorSplit({"fast": fast, "slow": slow}, y)
 
 
-@register_dataset("synthetic")
+def check_options(**options: Any) -> dict[str, Any]:
+    """The options of :func:`synthetic` (defaults filled in, strengths resolved), validated; each
+    error is a DatasetError naming ``data.<option>``."""
+    bound = inspect.signature(synthetic).bind(**options)
+    bound.apply_defaults()
+    o = dict(bound.arguments)
+    n = "synthetic"
+    form = choice_option(n, "form", o["form"], ("vector", "image"))
+    for key in ("s_fast", "s_slow", "g_slow"):
+        o[key] = _DEFAULTS[form][key] if o[key] is None else float_option(n, key, o[key])
+    o["p_fast"] = float_option(n, "p_fast", o["p_fast"], 0.0, 1.0)
+    for key, minimum in (("num_classes", 2), ("n_train", 1), ("n_val", 1), ("n_test", 1), ("d_fast", 1),
+                         ("k_slow", 1), ("d_slow", 1), ("seed", None), ("proto_seed", None)):  # fmt: skip
+        o[key] = int_option(n, key, o[key], minimum)
+    most = (IMAGE_SIZE // PATCH) ** 2
+    if form == "image" and o["num_classes"] > most:
+        raise DatasetError(f"synthetic: data.num_classes must be <= {most} with data.form='image'")
+    return o
+
+
+def probe_synthetic(**options: Any) -> DatasetProbe:
+    o = check_options(**options)
+    return DatasetProbe(
+        name="synthetic", task="multiclass", modalities=("fast", "slow"), num_classes=o["num_classes"],
+        default_metric="acc",
+    )  # fmt: skip
+
+
+INFO = DatasetInfo(
+    task="multiclass",
+    modalities=("fast", "slow"),
+    default_metric="acc",
+    num_classes=10,
+    file_based=False,
+    probe=probe_synthetic,
+)
+
+
+@register_dataset("synthetic", INFO)
 def synthetic(
     form: Literal["vector", "image"] = "vector",
     num_classes: int = 10,
@@ -138,19 +183,16 @@ def synthetic(
     seed: int = 0,
     proto_seed: int = 12345,
 ) -> MultimodalData:
-    if form not in ("vector", "image"):
-        raise ValueError(f"synthetic: form must be 'vector' or 'image', got {form!r}")
-    defaults = _DEFAULTS[form]
-    s_fast = defaults["s_fast"] if s_fast is None else s_fast
-    s_slow = defaults["s_slow"] if s_slow is None else s_slow
-    g_slow = defaults["g_slow"] if g_slow is None else g_slow
-    if not 0.0 <= p_fast <= 1.0:
-        raise ValueError(f"synthetic: p_fast must lie in [0, 1], got {p_fast}")
-    if form == "image" and num_classes > (IMAGE_SIZE // PATCH) ** 2:
-        raise ValueError(f"synthetic image form supports at most {(IMAGE_SIZE // PATCH) ** 2} classes")
-    for name, n in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test)):
-        if n < 1:
-            raise ValueError(f"synthetic: {name} must be >= 1, got {n}")
+    o = check_options(
+        form=form, num_classes=num_classes, n_train=n_train, n_val=n_val, n_test=n_test, p_fast=p_fast,
+        d_fast=d_fast, s_fast=s_fast, s_slow=s_slow, g_slow=g_slow, k_slow=k_slow, d_slow=d_slow,
+        seed=seed, proto_seed=proto_seed,
+    )  # fmt: skip
+    form, num_classes, p_fast = o["form"], o["num_classes"], o["p_fast"]
+    seed, proto_seed = o["seed"], o["proto_seed"]
+    n_train, n_val, n_test = o["n_train"], o["n_val"], o["n_test"]
+    d_fast, k_slow, d_slow = o["d_fast"], o["k_slow"], o["d_slow"]
+    s_fast, s_slow, g_slow = o["s_fast"], o["s_slow"], o["g_slow"]
     gp = torch.Generator().manual_seed(proto_seed)
     protos = (_unit_rows(gp, num_classes, d_fast), _unit_rows(gp, num_classes, k_slow, d_slow))
     templates = _cue_templates(num_classes, gp) if form == "image" else None

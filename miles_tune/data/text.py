@@ -201,7 +201,7 @@ class TextFeaturizer:
         local_files_only: bool = False,
     ) -> None:
         if pooling not in POOLINGS:
-            raise ValueError(f"text_pooling must be one of {POOLINGS}, got {pooling!r}")
+            raise DatasetError(f"data.text_pooling must be one of {POOLINGS}, got {pooling!r}")
         self.source = source
         self.pooling = pooling
         self.max_length = int(max_length) if max_length is not None else default_max_length(source)
