@@ -164,9 +164,12 @@ def plan_search(argv: list[str] | None = None) -> SearchPlan:
     cfg = trial_config(base, probe)
     cfg.validate()
     create_method(cfg.method, **cfg.method_args)
-    from miles_tune.data import DATASETS
+    # the dataset's options and files (stat and small headers only), and the metric for its task
+    from miles_tune.data import probe_dataset
+    from miles_tune.metrics import check_metric
 
-    DATASETS.check_kwargs(cfg.dataset, cfg.data)
+    found = probe_dataset(cfg.dataset, **cfg.data)
+    check_metric(cfg.metric or found.default_metric, found.task)
 
     num_samples = args.num_samples if args.num_samples is not None else space.num_samples
     if num_samples < 1:
@@ -349,12 +352,6 @@ def make_run_closer(base: dict[str, Any], search_name: str):  # noqa: ANN201 -> 
     return CloseTrialRuns()
 
 
-def _checkpoint_history(checkpoint):  # noqa: ANN001, ANN202  (TEMPORARY: tests still use it)
-    from miles_tune.trainable import read_trial_checkpoint
-
-    return read_trial_checkpoint(checkpoint)["history"]
-
-
 def trial_error(trial) -> str | None:  # noqa: ANN001
     """The last line of the error Tune recorded for a trial (its exception), if any."""
     path = getattr(trial, "error_file", None)
@@ -380,14 +377,10 @@ def connect_ray(plan: SearchPlan) -> None:
 
     if not ray.is_initialized():
         ray.init(address=plan.args.address, log_to_driver=plan.args.verbose > 1)
-    cluster_gpus = ray.cluster_resources().get("GPU", 0)
-    if plan.gpus_per_trial > 0 and cluster_gpus == 0:
-        warnings.warn(
-            f"the Ray cluster has no GPUs: dropping --gpus-per-trial {plan.gpus_per_trial} "
-            "(a GPU request there would never be scheduled); trials train on CPU",
-            stacklevel=2,
-        )
-        plan.gpus_per_trial = 0.0
+    # refuses what no node can hold, drops GPUs no node can have, waits for an autoscaled node
+    from miles_tune.resources import check_trial_resources
+
+    plan.cpus_per_trial, plan.gpus_per_trial = check_trial_resources(plan.cpus_per_trial, plan.gpus_per_trial)
 
 
 def run_search(plan: SearchPlan, extra_callbacks: list | None = None):  # noqa: ANN201 -> ResultGrid
@@ -540,8 +533,14 @@ def export_results(results, plan: SearchPlan) -> dict[str, Any]:  # noqa: ANN001
             continue
         trial_id = (result.metrics or {}).get("trial_id")
         params = sampled_params(result.config or {})
-        for row in result.metrics_dataframe.to_dict("records"):
-            rows.append({"trial_id": trial_id, **{f"config/{k}": v for k, v in params.items()}, **row})
+        # one row per epoch: an epoch whose checkpoint a lost node never confirmed is reported
+        # again by the retry, and the retry's row is the one that counts
+        by_epoch: dict[Any, dict[str, Any]] = {}
+        for i, row in enumerate(result.metrics_dataframe.to_dict("records")):
+            epoch = row.get("epoch")
+            key = ("epoch", epoch) if isinstance(epoch, (int, float)) and epoch == epoch else ("row", i)
+            by_epoch[key] = {"trial_id": trial_id, **{f"config/{k}": v for k, v in params.items()}, **row}
+        rows.extend(by_epoch.values())
     columns = list(dict.fromkeys(k for r in rows for k in r))
     table = pa.table({k: [r.get(k) for r in rows] for k in columns}) if rows else pa.table({})
     pq.write_table(table, plan.results_dir / "trials.parquet")
