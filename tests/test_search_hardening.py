@@ -258,6 +258,9 @@ def test_runs_left_incomplete_by_a_dead_server_are_completed_by_resume(local_ray
         def on_trial_result(self, iteration, trials, trial, result, **info):
             server.stop()
 
+        def __reduce__(self):  # Tune pickles its callbacks; the server (a process) stays here
+            return (tune.Callback, ())
+
     started = time.monotonic()
     try:
         results = run_search(plan, extra_callbacks=[KillServerAtFirstResult()])
