@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
+
+from miles_tune.errors import ConfigError
+from miles_tune.value_types import parse_annotation, show
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 U_SOURCES = ("val", "train")
 FUSIONS = ("concat", "sum")
+# metric names per task (miles_tune.metrics computes them; kept here so config stays torch-free)
+MULTICLASS_METRICS = ("acc", "f1_macro")
+MULTILABEL_METRICS = ("f1_micro", "f1_macro", "f1_samples", "f1_weighted", "acc")
+METRICS = tuple(dict.fromkeys(MULTICLASS_METRICS + MULTILABEL_METRICS))
+DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+SEED_LIMIT = 2**32  # numpy's seed range; larger seeds overflow the loop's derived torch seeds
 
 
 @dataclass
@@ -40,33 +50,54 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
+        unknown = sorted((k for k in values if k not in known), key=str)
         if unknown:
-            raise ValueError(f"unknown training setting(s) {unknown}; known: {sorted(known)}")
+            raise ConfigError(f"unknown training setting(s) {unknown}; known: {sorted(known)}")
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def validate(self) -> None:
-        """Refuse values that cannot work, naming the setting."""
-
-        def positive_int(name: str) -> None:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        """Refuse values that cannot work, naming the setting: first every field's type (from
+        its annotation, so a new field is checked too), then the ranges that matter."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            vt = parse_annotation(f.type)
+            if not vt.accepts(value):
+                raise ConfigError(f"{f.name} must be {vt.describe()}, got {show(value)}")
 
         for name in ("epochs", "batch_size", "eval_batch_size"):
-            positive_int(name)
-        if not isinstance(self.lr, (int, float)) or not math.isfinite(self.lr) or self.lr <= 0:
-            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if self.u_source not in U_SOURCES:
-            raise ValueError(f"u_source must be one of {U_SOURCES}, got {self.u_source!r}")
-        if self.fusion not in FUSIONS:
-            raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if not _finite(self.lr) or self.lr <= 0:
+            raise ConfigError(f"lr must be a positive number, got {self.lr!r}")
+        if not _finite(self.weight_decay) or self.weight_decay < 0:
+            raise ConfigError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
+        if not (_finite(self.momentum) and 0 <= self.momentum < 1):
+            raise ConfigError(f"momentum must lie in [0, 1), got {self.momentum!r}")
+        if self.fusion_width is not None and self.fusion_width < 1:
+            raise ConfigError(f"fusion_width must be a positive integer or null, got {self.fusion_width!r}")
         if self.num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {self.num_workers!r}")
+            raise ConfigError(f"num_workers must be >= 0, got {self.num_workers!r}")
+        if not 0 <= self.seed < SEED_LIMIT:
+            raise ConfigError(f"seed must be an integer in [0, 2**32), got {self.seed!r}")
+        for name, allowed in (("optimizer", OPTIMIZERS), ("u_source", U_SOURCES), ("fusion", FUSIONS)):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name} must be one of {allowed}, got {show(getattr(self, name))}")
+        if self.metric is not None and self.metric not in METRICS:
+            raise ConfigError(
+                f"metric must be null (the dataset's default) or one of {METRICS}, got {show(self.metric)}"
+            )
+        if not DEVICE.fullmatch(self.device):
+            raise ConfigError(
+                f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {show(self.device)}"
+            )
+
+
+def _finite(value: float) -> bool:
+    """math.isfinite that also says no to ints too large for a float (1e400 typed as digits)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False

@@ -15,10 +15,9 @@ from collections.abc import Callable
 
 import torch
 
+from miles_tune.config import MULTICLASS_METRICS, MULTILABEL_METRICS
 from miles_tune.data.base import Task
-
-MULTICLASS_METRICS = ("acc", "f1_macro")
-MULTILABEL_METRICS = ("f1_micro", "f1_macro", "f1_samples", "f1_weighted", "acc")
+from miles_tune.errors import ConfigError
 
 
 def metric_names(task: Task) -> tuple[str, ...]:
@@ -26,8 +25,9 @@ def metric_names(task: Task) -> tuple[str, ...]:
 
 
 def check_metric(metric: str, task: Task) -> None:
+    """Refuse a metric the dataset's task does not define (known only once the data is built)."""
     if metric not in metric_names(task):
-        raise ValueError(
+        raise ConfigError(
             f"metric {metric!r} is not defined for {task} tasks; choose from {metric_names(task)}"
         )
 

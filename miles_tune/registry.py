@@ -1,8 +1,9 @@
 """One small registry type shared by datasets, encoders and balancing methods.
 
-A registry maps a name to a factory. ``create`` checks the name and the keyword
-arguments *before* calling the factory, so a typo in a config is refused with a
-message that lists what would have been accepted, long before any trial starts.
+A registry maps a name to a factory. ``create`` checks the name, the keyword names and
+each value's type (from the factory's annotations, or its default when it has none:
+:mod:`miles_tune.value_types`) *before* calling the factory, so a typo or a wrong-typed
+value in a config is refused with a message naming the keyword, long before any trial starts.
 """
 
 from __future__ import annotations
@@ -10,6 +11,9 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
+
+from miles_tune.errors import ConfigError
+from miles_tune.value_types import parameter_type, show, show_key
 
 T = TypeVar("T")
 
@@ -24,7 +28,7 @@ class Registry(Generic[T]):
 
         def deco(factory: Callable[..., T]) -> Callable[..., T]:
             if name in self._factories:
-                raise ValueError(f"{self.kind} {name!r} is already registered")
+                raise ValueError(f"{self.kind} {name!r} is already registered")  # a bug, not input
             self._factories[name] = factory
             return factory
 
@@ -34,8 +38,8 @@ class Registry(Generic[T]):
         return sorted(self._factories)
 
     def get(self, name: str) -> Callable[..., T]:
-        if name not in self._factories:
-            raise ValueError(f"unknown {self.kind} {name!r}; available: {', '.join(self.names())}")
+        if not isinstance(name, str) or name not in self._factories:
+            raise ConfigError(f"unknown {self.kind} {show(name)}; available: {', '.join(self.names())}")
         return self._factories[name]
 
     def accepted_kwargs(self, name: str) -> dict[str, inspect.Parameter]:
@@ -49,17 +53,35 @@ class Registry(Generic[T]):
             if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
         }
 
-    def check_kwargs(self, name: str, kwargs: dict[str, Any]) -> None:
+    def check_kwargs(
+        self, name: str, kwargs: dict[str, Any], *, prefix: str = "", complete: bool = False
+    ) -> None:
+        """Refuse unknown keywords and values of the wrong type, naming ``prefix + keyword``
+        (``data.n_train``); with ``complete``, also a missing required keyword."""
         accepted = self.accepted_kwargs(name)
+        if not isinstance(kwargs, dict):
+            what = prefix.rstrip(".") if prefix else f"the arguments of {self.kind} {name!r}"
+            raise ConfigError(f"{what} must be a mapping, got {show(kwargs)}")
         if not accepted:
             return
-        unknown = sorted(set(kwargs) - set(accepted))
+        unknown = sorted((k for k in kwargs if k not in accepted), key=str)
         if unknown:
-            raise ValueError(
-                f"{self.kind} {name!r} does not take {', '.join(unknown)}; "
+            raise ConfigError(
+                f"{self.kind} {name!r} does not take {', '.join(prefix + show_key(k) for k in unknown)}; "
                 f"it takes: {', '.join(sorted(accepted)) or 'no arguments'}"
             )
+        for key, value in kwargs.items():
+            vt = parameter_type(accepted[key])
+            if not vt.accepts(value):
+                raise ConfigError(
+                    f"{self.kind} {name!r}: {prefix}{key} must be {vt.describe()}, got {show(value)}"
+                )
+        if complete:
+            empty = inspect.Parameter.empty
+            missing = [k for k, p in accepted.items() if p.default is empty and k not in kwargs]
+            if missing:
+                raise ConfigError(f"{self.kind} {name!r} needs {', '.join(f'{prefix}{k}' for k in missing)}")
 
     def create(self, name: str, **kwargs: Any) -> T:
-        self.check_kwargs(name, kwargs)
+        self.check_kwargs(name, kwargs, complete=True)
         return self.get(name)(**kwargs)

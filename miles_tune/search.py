@@ -22,14 +22,13 @@ import math
 import re
 import secrets
 import sys
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from miles_tune.cli import apply_overrides
+from miles_tune.cli import apply_overrides, check_config
 from miles_tune.errors import ConfigError
 from miles_tune.spaces import SearchSpace, load_search_space, trial_config
 
@@ -143,6 +142,11 @@ def plan_search(argv: list[str] | None = None) -> SearchPlan:
         raise ConfigError(f"{space.path} is for dataset {space.dataset!r}, not {args.dataset!r}")
     space.method(args.method)  # refuses a method the space does not cover
     overrides = apply_overrides({}, args.set)
+    for key in ("data", "method_args", "encoders"):
+        if key in overrides and not isinstance(overrides[key], dict):
+            raise ConfigError(
+                f"--set {key}=...: {key} holds named entries; set one with --set {key}.NAME=VALUE"
+            )
     # a --set of a searched parameter fixes it: it leaves the space (and the points)
     fixed_now = {k for k in overrides if k in space.method(args.method).params}
     fixed_now |= {k for k in overrides.get("method_args", {}) if k in space.method(args.method).params}
@@ -162,7 +166,7 @@ def plan_search(argv: list[str] | None = None) -> SearchPlan:
     from miles_tune.balance import create_method
 
     cfg = trial_config(base, probe)
-    cfg.validate()
+    check_config(cfg)  # every setting, named as typed (method_args.tau, data.n_train)
     create_method(cfg.method, **cfg.method_args)
     # the dataset's options and files (stat and small headers only), and the metric for its task
     from miles_tune.data import probe_dataset

@@ -18,9 +18,11 @@ A file looks like::
           - {lr: 1.0e-3, tau: 0.2, mu: 0.5}
 
 Distributions: ``uniform: [lo, hi]``, ``loguniform: [lo, hi]`` (lo > 0), ``randint: [lo, hi]``
-(both inclusive), ``choice: [a, b, ...]``. Every bound and every point is checked
-against the method's and the loop's own validation, so a space that would make trials
-fail (μ = 0, τ < 0, a misspelt key) is refused before Ray starts, naming the key.
+(both inclusive), ``choice: [a, b, ...]``. ``uniform`` and ``loguniform`` draw floats, so an
+integer setting (``batch_size``, MSES's ``patience``) takes ``randint`` or ``choice``. Every
+section's type, every bound and every point is checked against the method's and the loop's
+own validation, so a space that would make trials fail (μ = 0, τ < 0, a misspelt key, a
+list where a mapping belongs) is refused before Ray starts, naming the file and the key.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import yaml
 
 from miles_tune.config import TrainConfig
 from miles_tune.errors import ConfigError
+from miles_tune.value_types import show, show_key
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 DISTRIBUTIONS = ("uniform", "loguniform", "randint", "choice")
@@ -54,7 +57,11 @@ class Param:
     args: tuple[Any, ...]  # (lo, hi) or the choices
 
     def candidates(self) -> list[Any]:
-        """Values that must all be valid: the bounds, or every choice."""
+        """Values that must all be valid: the bounds, or every choice. A continuous
+        distribution draws floats, so its bounds are checked as floats: ``uniform`` over an
+        integer setting (``batch_size``, MSES's ``patience``) is refused, naming the key."""
+        if self.distribution in ("uniform", "loguniform"):
+            return [float(a) for a in self.args]
         return list(self.args)
 
     def contains(self, value: Any) -> bool:
@@ -131,7 +138,10 @@ class SearchSpace:
 def trial_config(base: dict[str, Any], params: dict[str, Any]) -> TrainConfig:
     """A trial's TrainConfig: sampled params go to TrainConfig fields or to the method's arguments."""
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    cfg = {**base, "method_args": dict(base.get("method_args", {}))}
+    method_args = base.get("method_args", {})
+    if not isinstance(method_args, dict):  # e.g. --set method_args=abc
+        raise ConfigError(f"method_args must be a mapping, got {show(method_args)}")
+    cfg = {**base, "method_args": dict(method_args)}
     for key, value in params.items():
         if key in fields:
             cfg[key] = value
@@ -154,8 +164,8 @@ def load_search_space(name_or_path: str | Path) -> SearchSpace:
         raise SearchSpaceError(f"no search space {str(name_or_path)!r} ({path}); shipped: {available}")
     try:
         raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise SearchSpaceError(f"{path}: not valid YAML: {exc}") from exc
+    except yaml.YAMLError as exc:  # its message spans lines: keep the error on one
+        raise SearchSpaceError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from exc
     return parse_search_space(raw, path)
 
 
@@ -163,25 +173,44 @@ def _fail(path: Path, where: str, message: str) -> SearchSpaceError:
     return SearchSpaceError(f"{path}: {where}: {message}")
 
 
+def _number(value: Any) -> bool:
+    """A finite int or float, not a bool (YAML's true is not 1 here)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer too large for a float
+        return False
+
+
+def _mapping(path: Path, where: str, value: Any, what: str = "a mapping") -> dict[Any, Any]:
+    """``value`` if it is a mapping (an absent or empty section is ``{}``), else refuse naming the key."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _fail(path, where, f"expected {what}, got {show(value)}")
+    return value
+
+
 def _parse_param(path: Path, where: str, name: str, spec: Any) -> Param:
     if not isinstance(spec, dict) or len(spec) != 1:
-        raise _fail(path, where, f"expected one distribution such as {{uniform: [0, 1]}}, got {spec!r}")
+        raise _fail(path, where, f"expected one distribution such as {{uniform: [0, 1]}}, got {show(spec)}")
     ((dist, args),) = spec.items()
     if dist not in DISTRIBUTIONS:
         raise _fail(path, where, f"unknown distribution {dist!r}; use one of {DISTRIBUTIONS}")
     if not isinstance(args, list) or not args:
-        raise _fail(path, where, f"{dist} needs a list of values, got {args!r}")
+        raise _fail(path, where, f"{dist} needs a list of values, got {show(args)}")
     if dist == "choice":
         return Param(name, dist, tuple(args))
     if len(args) != 2 or not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args):
-        raise _fail(path, where, f"{dist} needs [low, high] numbers, got {args!r}")
+        raise _fail(path, where, f"{dist} needs [low, high] numbers, got {show(args)}")
     lo, hi = args
-    if not (math.isfinite(lo) and math.isfinite(hi)) or lo >= hi:
-        raise _fail(path, where, f"{dist} bounds [{lo}, {hi}] must be finite and increasing")
+    if not (_number(lo) and _number(hi)) or lo >= hi:
+        raise _fail(path, where, f"{dist} bounds [{show(lo)}, {show(hi)}] must be finite and increasing")
     if dist == "loguniform" and lo <= 0:
         raise _fail(path, where, f"loguniform needs a positive lower bound, got {lo}")
     if dist == "randint" and not all(isinstance(a, int) for a in args):
-        raise _fail(path, where, f"randint needs integer bounds, got {args!r}")
+        raise _fail(path, where, f"randint needs integer bounds, got {show(args)}")
     return Param(name, dist, (lo, hi))
 
 
@@ -202,23 +231,28 @@ def parse_search_space(raw: Any, path: Path) -> SearchSpace:
     from miles_tune.data import DATASETS
 
     if not isinstance(raw, dict):
-        raise _fail(path, "top level", "expected a mapping")
-    unknown = sorted(set(raw) - TOP_LEVEL)
+        raise _fail(path, "top level", f"expected a mapping, got {show(raw)}")
+    unknown = sorted((k for k in raw if k not in TOP_LEVEL), key=str)
     if unknown:
         raise _fail(path, "top level", f"unknown key(s) {unknown}; allowed: {sorted(TOP_LEVEL)}")
     for key in ("dataset", "methods"):
         if key not in raw:
             raise _fail(path, "top level", f"missing {key!r}")
+    description = raw.get("description")
+    if description is not None and not isinstance(description, str):
+        raise _fail(path, "description", f"expected text, got {show(description)}")
     dataset = raw["dataset"]
-    data = raw.get("data") or {}
+    if not isinstance(dataset, str):
+        raise _fail(path, "dataset", f"expected a dataset name, got {show(dataset)}")
+    data = _mapping(path, "data", raw.get("data"), "a mapping of dataset options")
     try:
         DATASETS.get(dataset)
-        DATASETS.check_kwargs(dataset, data)
+        DATASETS.check_kwargs(dataset, data, prefix="data.")
     except ValueError as exc:
         raise _fail(path, "dataset/data", str(exc)) from exc
-    train = raw.get("train") or {}
+    train = _mapping(path, "train", raw.get("train"), "a mapping of training settings")
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    bad = sorted(set(train) - fields)
+    bad = sorted((k for k in train if k not in fields), key=str)
     if bad:
         raise _fail(path, "train", f"unknown setting(s) {bad}")
     if "metric" not in train:
@@ -226,36 +260,41 @@ def parse_search_space(raw: Any, path: Path) -> SearchSpace:
     for key in ("dataset", "data", "method", "method_args", "seed"):
         if key in train:
             raise _fail(path, f"train.{key}", "is set by the search itself; remove it here")
-    resources = raw.get("resources") or {}
-    bad = sorted(set(resources) - RESOURCE_KEYS)
+    try:  # the section alone first, so that its errors name it rather than a method
+        TrainConfig.from_dict(dict(train)).validate()
+    except ValueError as exc:
+        raise _fail(path, "train", str(exc)) from exc
+    resources = _mapping(path, "resources", raw.get("resources"))
+    bad = sorted((k for k in resources if k not in RESOURCE_KEYS), key=str)
     if bad:
         raise _fail(path, "resources", f"unknown key(s) {bad}; allowed: {sorted(RESOURCE_KEYS)}")
     for key, value in resources.items():
-        if not isinstance(value, (int, float)) or value < 0:
-            raise _fail(path, f"resources.{key}", f"must be a number >= 0, got {value!r}")
+        if not _number(value) or value < 0:
+            raise _fail(path, f"resources.{key}", f"must be a number >= 0, got {show(value)}")
     gpus = resources.get("gpus_per_trial", 0)
     if gpus > 1 and gpus != int(gpus):
         raise _fail(path, "resources.gpus_per_trial", f"fractions are allowed only below 1, got {gpus}")
     num_samples = raw.get("num_samples", 8)
-    if not isinstance(num_samples, int) or num_samples < 1:
-        raise _fail(path, "num_samples", f"must be a positive integer, got {num_samples!r}")
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise _fail(path, "num_samples", f"must be a positive integer, got {show(num_samples)}")
 
     methods: dict[str, MethodSpace] = {}
     if not isinstance(raw["methods"], dict) or not raw["methods"]:
         raise _fail(path, "methods", "expected a non-empty mapping of method name to its space")
     for method, entry in raw["methods"].items():
-        where = f"methods.{method}"
+        where = f"methods.{show_key(method)}"
         if method not in METHODS.names():
             raise _fail(path, where, f"unknown balancing method; registered: {METHODS.names()}")
-        entry = entry or {}
-        bad = sorted(set(entry) - METHOD_KEYS)
+        entry = _mapping(path, where, entry, "a mapping with space, fixed and points")
+        bad = sorted((k for k in entry if k not in METHOD_KEYS), key=str)
         if bad:
             raise _fail(path, where, f"unknown key(s) {bad}; allowed: {sorted(METHOD_KEYS)}")
-        fixed = entry.get("fixed") or {}
+        fixed = _mapping(path, f"{where}.fixed", entry.get("fixed"), "a mapping of method arguments")
+        space = _mapping(path, f"{where}.space", entry.get("space"), "a mapping of parameter to distribution")
         accepted = METHODS.accepted_kwargs(method)
         params = {}
-        for name, spec in (entry.get("space") or {}).items():
-            pwhere = f"{where}.space.{name}"
+        for name, spec in space.items():
+            pwhere = f"{where}.space.{show_key(name)}"
             if name not in fields and accepted and name not in accepted:
                 raise _fail(
                     path,
@@ -270,16 +309,21 @@ def parse_search_space(raw: Any, path: Path) -> SearchSpace:
         _check_trial(path, f"{where}.fixed", base, {})
         for p in params.values():
             for value in p.candidates():
-                _check_trial(path, f"{where}.space.{p.name}", base, {p.name: value})
-        points = entry.get("points") or []
+                _check_trial(path, f"{where}.space.{show_key(p.name)}", base, {p.name: value})
+        points = entry.get("points")
+        if points is None:
+            points = []
+        if not isinstance(points, list):
+            raise _fail(path, f"{where}.points", f"expected a list of mappings, got {show(points)}")
         for i, point in enumerate(points):
             pwhere = f"{where}.points[{i}]"
             if not isinstance(point, dict):
-                raise _fail(path, pwhere, f"expected a mapping, got {point!r}")
-            extra = sorted(set(point) - set(params))
+                raise _fail(path, pwhere, f"expected a mapping, got {show(point)}")
+            extra = sorted((k for k in point if k not in params), key=str)
             if extra:
-                raise _fail(path, pwhere, f"sets {extra}, which are not in the space {sorted(params)}")
-            missing = sorted(set(params) - set(point))
+                known = sorted(params, key=str)
+                raise _fail(path, pwhere, f"sets {extra}, which are not in the space {known}")
+            missing = sorted(set(params) - set(point), key=str)
             if missing:
                 raise _fail(path, pwhere, f"lacks {missing}; a point must set every searched parameter")
             outside = [k for k, v in point.items() if not params[k].contains(v)]

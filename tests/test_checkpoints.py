@@ -103,7 +103,5 @@ def test_miles_rates_reach_the_optimizer_after_a_resume(tiny_config: TrainConfig
     resumed.load_checkpoint(tmp_path / "c.pt")
     lrs = lambda t: {g["name"]: g["lr"] for g in t.optimizer.param_groups}  # noqa: E731
     assert lrs(resumed) == lrs(first) and lrs(resumed)["fast"] == pytest.approx(5e-4)
-    resumed.method.scheduler.step(
-        0.9, {"fast": 0.8, "slow": 0.3}
-    )  # `slow` dominates now
+    resumed.method.scheduler.step(0.9, {"fast": 0.8, "slow": 0.3})  # `slow` dominates now
     assert lrs(resumed)["fast"] == pytest.approx(1e-3) and lrs(resumed)["slow"] == pytest.approx(5e-4)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import re
 from pathlib import Path
 
@@ -74,7 +75,7 @@ def _set(path: str, value):
     [
         (_set("bogus", 1), r"top level: unknown key\(s\) \['bogus'\]"),
         (_set("dataset", "imaginary"), "unknown dataset 'imaginary'"),
-        (_set("data.colour", "red"), "does not take colour"),
+        (_set("data.colour", "red"), "does not take data.colour"),
         (_set("train.epoch", 3), r"train: unknown setting\(s\) \['epoch'\]"),
         (_set("train.metric", KeyError), "train.metric: missing"),
         (_set("methods.miles.space.tau", {"uniform": [0.5, 0.1]}), "methods.miles.space.tau: .*increasing"),
@@ -123,9 +124,10 @@ def test_every_shipped_space_runs_each_method_on_cpu(name: str, tmp_path) -> Non
 
     space = load_search_space(name)
     data_args, encoders = SMOKE[space.dataset](tmp_path)
+    data_set = [a for k, v in data_args.items() for a in ("--set", f"data.{k}={json.dumps(v)}")]
     for method, ms in space.methods.items():
         plan = plan_search(
-            ["--dataset", name, "--method", method, "--no-tracking", "--storage", str(tmp_path)]
+            ["--dataset", name, "--method", method, "--no-tracking", "--storage", str(tmp_path), *data_set]
         )
         point = ms.points[0] if ms.points else {k: p.candidates()[0] for k, p in ms.params.items()}
         cfg = trial_config(plan.base, point)
@@ -136,9 +138,13 @@ def test_every_shipped_space_runs_each_method_on_cpu(name: str, tmp_path) -> Non
         assert len(records) == 1, (name, method)
 
 
-def test_relative_data_root_is_made_absolute(tmp_path) -> None:
+def test_relative_data_root_is_made_absolute(tmp_path, monkeypatch) -> None:
+    from fixtures_data import write_cremad
+
+    write_cremad(tmp_path / "some" / "where", per_class=2)
+    monkeypatch.chdir(tmp_path)
     plan = plan_search(["--dataset", "cremad", "--no-tracking", "--set", "data.data_root=some/where"])
-    assert Path(plan.base["data"]["data_root"]).is_absolute()
+    assert plan.base["data"]["data_root"] == str(tmp_path / "some" / "where")
 
 
 def test_set_fixes_a_searched_parameter(tmp_path) -> None:

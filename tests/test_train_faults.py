@@ -48,3 +48,13 @@ def test_a_nan_parameter_mid_epoch_is_named_at_the_next_step(tiny_config: TrainC
     trainer.method.on_after_backward = poison
     with pytest.raises(NonFiniteLossError, match=r"after the update at epoch 0, step 1$"):
         list(trainer.run())
+
+
+def test_train_cli_reports_a_diverging_run_in_one_line(tmp_path, capsys) -> None:
+    from miles_tune.cli import train_main
+
+    small = ["--set", "data.n_train=64", "--set", "data.n_val=32", "--set", "data.n_test=32"]
+    code = train_main(["--lr", "1e38", "--epochs", "2", "--quiet", "--out", str(tmp_path / "run"), *small])
+    err = capsys.readouterr().err.strip()
+    assert code == 1
+    assert err.startswith("error: non-finite parameter update at epoch 0, step 0") and "\n" not in err

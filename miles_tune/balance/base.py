@@ -191,7 +191,7 @@ class BalancingMethod:
         return {}
 
     def check(self, modalities: Sequence[str], fusion: str) -> None:
-        """Raise ``ValueError`` if this method cannot run on this setup."""
+        """Raise :class:`~miles_tune.errors.ConfigError` if this method cannot run on this setup."""
 
     def param_groups(
         self, model: JointFusionModel, lr: float, heads_with_encoders: bool = False

@@ -67,6 +67,7 @@ import torch
 
 from miles_tune.balance import register_method
 from miles_tune.balance.base import BalancingMethod, RunContext
+from miles_tune.errors import ConfigError
 from miles_tune.records import MM
 
 MODES = ("online", "offline")
@@ -97,7 +98,7 @@ def gblend_weights(
 ) -> tuple[dict[str, float], bool]:
     """w_k ∝ ΔG_k / ΔO_k², normalised to sum to 1; returns (weights, fell back to uniform)."""
     if sign not in SIGNS:
-        raise ValueError(f"gblend: sign must be one of {SIGNS}, got {sign!r}")
+        raise ConfigError(f"gblend: sign must be one of {SIGNS}, got {sign!r}")
     raw = {}
     for k, curve in curves.items():
         g, o = generalization_overfitting(curve, delta)
@@ -132,17 +133,17 @@ class GBlend(BalancingMethod):
         sign: str = "abs",
     ) -> None:
         if mode not in MODES:
-            raise ValueError(f"gblend: mode must be one of {MODES}, got {mode!r}")
+            raise ConfigError(f"gblend: mode must be one of {MODES}, got {mode!r}")
         if isinstance(super_epoch, bool) or not isinstance(super_epoch, int) or super_epoch < 1:
-            raise ValueError(f"gblend: super_epoch must be a positive integer, got {super_epoch!r}")
+            raise ConfigError(f"gblend: super_epoch must be a positive integer, got {super_epoch!r}")
         if holdout != "val" and not (isinstance(holdout, float) and 0 < holdout < 1):
-            raise ValueError(
+            raise ConfigError(
                 f"gblend: holdout must be 'val' or a fraction in (0, 1) of train, got {holdout!r}"
             )
         if not isinstance(eps, (int, float)) or not eps > 0:
-            raise ValueError(f"gblend: eps must be > 0, got {eps!r}")
+            raise ConfigError(f"gblend: eps must be > 0, got {eps!r}")
         if sign not in SIGNS:
-            raise ValueError(f"gblend: sign must be one of {SIGNS}, got {sign!r}")
+            raise ConfigError(f"gblend: sign must be one of {SIGNS}, got {sign!r}")
         self.mode, self.super_epoch, self.holdout = mode, super_epoch, holdout
         self.delta, self.eps, self.sign = bool(delta), float(eps), sign
         self.train_holdout = 0.0 if holdout == "val" else float(holdout)

@@ -51,6 +51,7 @@ from miles_tune.balance.base import (
     branch_groups,
     default_param_groups,
 )
+from miles_tune.errors import ConfigError
 from miles_tune.records import MM
 
 MONITORS = ("metric", "loss")
@@ -93,11 +94,11 @@ class MSES(BalancingMethod):
         self, patience: int = 5, monitor: str = "metric", min_delta: float = 0.0, restore_best: bool = False
     ) -> None:
         if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
-            raise ValueError(f"mses: patience must be a positive integer, got {patience!r}")
+            raise ConfigError(f"mses: patience must be a positive integer, got {patience!r}")
         if monitor not in MONITORS:
-            raise ValueError(f"mses: monitor must be one of {MONITORS}, got {monitor!r}")
+            raise ConfigError(f"mses: monitor must be one of {MONITORS}, got {monitor!r}")
         if not isinstance(min_delta, (int, float)) or not math.isfinite(min_delta) or min_delta < 0:
-            raise ValueError(f"mses: min_delta must be a finite number >= 0, got {min_delta!r}")
+            raise ConfigError(f"mses: min_delta must be a finite number >= 0, got {min_delta!r}")
         self.patience, self.monitor = patience, monitor
         self.min_delta, self.restore_best = float(min_delta), bool(restore_best)
         self.tracker = Patience(higher_is_better=monitor == "metric", min_delta=min_delta)

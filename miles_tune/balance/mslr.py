@@ -58,6 +58,7 @@ import yaml
 
 from miles_tune.balance import register_method
 from miles_tune.balance.base import BalancingMethod, EpochEvaluation, RunContext, set_modality_lrs
+from miles_tune.errors import ConfigError
 
 SPACES = ("log", "linear")
 RULES = ("ratio", "step")
@@ -65,28 +66,35 @@ RULES = ("ratio", "step")
 
 def _read_mapping(path: Path) -> Any:
     if not path.is_file():
-        raise ValueError(f"mslr: unimodal learning-rate file {str(path)!r} does not exist")
-    text = path.read_text()
-    return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        raise ConfigError(f"mslr: unimodal learning-rate file {str(path)!r} does not exist")
+    try:
+        text = path.read_text()
+        return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (OSError, ValueError, yaml.YAMLError) as exc:  # JSON and Unicode errors are ValueErrors
+        raise ConfigError(f"mslr: cannot read {path}: {' '.join(str(exc).split())}") from exc
 
 
 def _lr_from_best_config(path: Path, modality: str) -> float:
     content = _read_mapping(path)
     if not isinstance(content, Mapping):
-        raise ValueError(f"mslr: {path} does not hold a mapping")
-    named = (content.get("method_args") or {}).get("modality")
+        raise ConfigError(f"mslr: {path} does not hold a mapping")
+    method_args = content.get("method_args")
+    named = method_args.get("modality") if isinstance(method_args, Mapping) else None
     if named is not None and named != modality:
-        raise ValueError(f"mslr: {path} is the unimodal result of {named!r}, given for {modality!r}")
+        raise ConfigError(f"mslr: {path} is the unimodal result of {named!r}, given for {modality!r}")
     for scope in (content, content.get("config") or {}, content.get("train") or {}):
         if isinstance(scope, Mapping) and "lr" in scope:
-            return float(scope["lr"])
-    raise ValueError(f"mslr: {path} has no 'lr' (top level, or under 'config' or 'train')")
+            try:  # YAML 1.1 reads 1e-3 as a string
+                return float(scope["lr"])
+            except (TypeError, ValueError):
+                raise ConfigError(f"mslr: {path}: lr must be a number, got {scope['lr']!r}") from None
+    raise ConfigError(f"mslr: {path} has no 'lr' (top level, or under 'config' or 'train')")
 
 
 def load_unimodal_lrs(spec: Mapping[str, Any] | str | Path | None) -> dict[str, float]:
     """The best unimodal learning rate per modality, from a mapping or file(s) (module docstring)."""
     if spec is None or (isinstance(spec, (Mapping, str)) and not spec):
-        raise ValueError(
+        raise ConfigError(
             "mslr needs the best unimodal learning rates: unimodal_lrs={modality: lr}, a YAML/JSON "
             "file with that mapping, or {modality: best_config file of its unimodal search}; none given"
         )
@@ -96,24 +104,31 @@ def load_unimodal_lrs(spec: Mapping[str, Any] | str | Path | None) -> dict[str, 
         if isinstance(content, Mapping) and "unimodal_lrs" in content:
             content = content["unimodal_lrs"]
         if not isinstance(content, Mapping) or not content:
-            raise ValueError(f"mslr: {path} does not hold a {{modality: lr}} mapping")
+            raise ConfigError(f"mslr: {path} does not hold a {{modality: lr}} mapping")
         spec = content
     out = {}
     for m, value in spec.items():
         lr = _lr_from_best_config(Path(value), m) if isinstance(value, (str, Path)) else value
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
-            raise ValueError(
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not _finite(lr) or lr <= 0:
+            raise ConfigError(
                 f"mslr: the unimodal learning rate of {m!r} must be a positive number, got {lr!r}"
             )
         out[str(m)] = float(lr)
     return out
 
 
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer too large for a float
+        return False
+
+
 def smooth_lrs(lrs: Mapping[str, float], smoothing: float = 0.5, space: str = "log") -> dict[str, float]:
     """MSLR-S (reconstruction): move each rate a fraction ``smoothing`` towards the mean rate
     (geometric mean in log space, arithmetic mean in linear space)."""
     if space not in SPACES:
-        raise ValueError(f"mslr-s: space must be one of {SPACES}, got {space!r}")
+        raise ConfigError(f"mslr-s: space must be one of {SPACES}, got {space!r}")
     if space == "log":
         mean_log = sum(math.log(v) for v in lrs.values()) / len(lrs)
         return {m: math.exp((1 - smoothing) * math.log(v) + smoothing * mean_log) for m, v in lrs.items()}
@@ -152,7 +167,7 @@ class _MSLR(BalancingMethod):
     def check(self, modalities: Sequence[str], fusion: str) -> None:
         missing = [m for m in modalities if m not in self.unimodal_lrs]
         if missing:
-            raise ValueError(
+            raise ConfigError(
                 f"{self.name}: no best unimodal learning rate for {missing} "
                 f"(unimodal_lrs has {sorted(self.unimodal_lrs)})"
             )
@@ -205,9 +220,9 @@ class MSLRSmooth(_MSLR):
         aux_losses: bool = True,
     ) -> None:
         if not isinstance(smoothing, (int, float)) or not 0 <= smoothing <= 1:
-            raise ValueError(f"mslr-s: smoothing must lie in [0, 1], got {smoothing!r}")
+            raise ConfigError(f"mslr-s: smoothing must lie in [0, 1], got {smoothing!r}")
         if space not in SPACES:
-            raise ValueError(f"mslr-s: space must be one of {SPACES}, got {space!r}")
+            raise ConfigError(f"mslr-s: space must be one of {SPACES}, got {space!r}")
         super().__init__(unimodal_lrs, aux_losses)
         self.smoothing, self.space = float(smoothing), space
 
@@ -236,11 +251,11 @@ class MSLRDynamic(_MSLR):
         aux_losses: bool = True,
     ) -> None:
         if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-            raise ValueError(f"mslr-d: window must be a positive integer, got {window!r}")
+            raise ConfigError(f"mslr-d: window must be a positive integer, got {window!r}")
         if rule not in RULES:
-            raise ValueError(f"mslr-d: rule must be one of {RULES}, got {rule!r}")
+            raise ConfigError(f"mslr-d: rule must be one of {RULES}, got {rule!r}")
         if not isinstance(step, (int, float)) or not 0 < step < 1:
-            raise ValueError(f"mslr-d: step must lie in (0, 1), got {step!r}")
+            raise ConfigError(f"mslr-d: step must lie in (0, 1), got {step!r}")
         super().__init__(unimodal_lrs, aux_losses)
         self.window, self.rule, self.step = window, rule, float(step)
 

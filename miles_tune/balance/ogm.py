@@ -56,6 +56,7 @@ import torch
 
 from miles_tune.balance import register_method
 from miles_tune.balance.base import BalancingMethod, RunContext
+from miles_tune.errors import ConfigError
 from miles_tune.models.joint import ModelOutput
 
 GRAD_DIMS = ("all-non-1d", "conv")
@@ -104,15 +105,15 @@ def modulate_(grad: torch.Tensor, k: float, noise: bool) -> None:
 
 def check_ogm_args(alpha: float, start_epoch: int, end_epoch: int | None, score_source: str, grad_dims: str):
     if not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha <= 0:
-        raise ValueError(f"ogm: alpha must be a positive number, got {alpha!r}")
+        raise ConfigError(f"ogm: alpha must be a positive number, got {alpha!r}")
     if not isinstance(start_epoch, int) or start_epoch < 0:
-        raise ValueError(f"ogm: start_epoch must be an integer >= 0, got {start_epoch!r}")
+        raise ConfigError(f"ogm: start_epoch must be an integer >= 0, got {start_epoch!r}")
     if end_epoch is not None and (not isinstance(end_epoch, int) or end_epoch < start_epoch):
-        raise ValueError(f"ogm: end_epoch must be None or an integer >= start_epoch, got {end_epoch!r}")
+        raise ConfigError(f"ogm: end_epoch must be None or an integer >= start_epoch, got {end_epoch!r}")
     if score_source not in SCORE_SOURCES:
-        raise ValueError(f"ogm: score_source must be one of {SCORE_SOURCES}, got {score_source!r}")
+        raise ConfigError(f"ogm: score_source must be one of {SCORE_SOURCES}, got {score_source!r}")
     if grad_dims not in GRAD_DIMS:
-        raise ValueError(f"ogm: grad_dims must be one of {GRAD_DIMS}, got {grad_dims!r}")
+        raise ConfigError(f"ogm: grad_dims must be one of {GRAD_DIMS}, got {grad_dims!r}")
 
 
 @register_method("ogm")
@@ -160,7 +161,7 @@ class OGM(BalancingMethod):
         empty = [m for m, ps in self.params.items() if not ps]
         if empty:
             what = "4-D (conv) weight" if self.grad_dims == "conv" else "weight with 2 or more dimensions"
-            raise ValueError(
+            raise ConfigError(
                 f"{self.name}: grad_dims={self.grad_dims!r} finds no {what} in the encoder of {empty}, "
                 "so it would modulate nothing; use grad_dims='all-non-1d' (BalanceMM's reading)"
             )

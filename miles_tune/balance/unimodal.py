@@ -27,6 +27,7 @@ from typing import Any
 
 from miles_tune.balance import register_method
 from miles_tune.balance.base import BalancingMethod
+from miles_tune.errors import ConfigError
 from miles_tune.records import MM
 
 
@@ -52,7 +53,7 @@ class Unimodal(BalancingMethod):
 
     def check(self, modalities: Sequence[str], fusion: str) -> None:
         if self.modality not in modalities:
-            raise ValueError(f"unimodal: modality {self.modality!r} is not one of {list(modalities)}")
+            raise ConfigError(f"unimodal: modality {self.modality!r} is not one of {list(modalities)}")
 
     def loss_weights(self) -> dict[str, float]:
         weights = {MM: 0.0, **dict.fromkeys(self.model.modalities, 0.0)}

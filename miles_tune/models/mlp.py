@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from miles_tune.errors import ConfigError
 from miles_tune.models import register_encoder
 
 
@@ -16,7 +17,7 @@ class MLPEncoder(nn.Module):
     def __init__(self, in_dim: int, hidden_dims: Sequence[int] = (128, 128), dropout: float = 0.0) -> None:
         super().__init__()
         if not hidden_dims:
-            raise ValueError("mlp needs at least one hidden layer")
+            raise ConfigError("mlp needs at least one hidden layer")
         layers: list[nn.Module] = []
         width = in_dim
         for h in hidden_dims:

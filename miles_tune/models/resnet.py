@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from miles_tune.errors import ConfigError
 from miles_tune.models import create_encoder, register_encoder
 
 __all__ = [
@@ -150,11 +151,11 @@ class ResNet(nn.Module):
         if not 1 <= len(layers) <= 4 or any(int(n) < 1 for n in layers):
             raise ValueError(f"layers must be 1 to 4 positive block counts, got {layers}")
         if in_channels < 1:
-            raise ValueError(f"in_channels must be >= 1, got {in_channels}")
+            raise ConfigError(f"in_channels must be >= 1, got {in_channels}")
         if width < 1:
-            raise ValueError(f"width must be >= 1, got {width}")
+            raise ConfigError(f"width must be >= 1, got {width}")
         if num_classes is not None and num_classes < 1:
-            raise ValueError(f"num_classes must be None or >= 1, got {num_classes}")
+            raise ConfigError(f"num_classes must be None or >= 1, got {num_classes}")
 
         self.in_channels = in_channels
         self.small_input = small_input
@@ -218,7 +219,7 @@ class ResNet(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled features, (B, C, H, W) -> (B, feature_dim), ignoring ``fc``."""
         if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"expected input of shape (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
+            raise ConfigError(f"expected input of shape (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
         x = self.relu(self.bn1(self.conv1(x)))  # (B, width, H/2, W/2); (B, width, H, W) if small_input
         x = self.maxpool(x)  # (B, width, H/4, W/4); unchanged if small_input
         for stage in self.stages():
@@ -347,7 +348,7 @@ def load_torchvision_state_dict(
         problems.append(f"shape mismatches: {_name_keys(detail)}")
 
     if problems and strict:
-        raise ValueError("checkpoint does not fit the model; " + "; ".join(problems))
+        raise ConfigError("checkpoint does not fit the model; " + "; ".join(problems))
     if problems:
         warnings.warn("partial checkpoint load; " + "; ".join(problems), stacklevel=2)
 
@@ -370,7 +371,7 @@ def resnet_from_torchvision_checkpoint(
     see :func:`load_torchvision_state_dict` for the adaptations applied.
     """
     if name not in _VARIANTS:
-        raise ValueError(f"{name!r} is not a ResNet encoder; choose from {', '.join(_VARIANTS)}")
+        raise ConfigError(f"{name!r} is not a ResNet encoder; choose from {', '.join(_VARIANTS)}")
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"no checkpoint file at {str(p)!r}")

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from miles_tune.data.text import POOLINGS, load_text_model, pool
+from miles_tune.errors import ConfigError
 from miles_tune.models import register_encoder
 
 
@@ -35,7 +36,7 @@ class TextEncoder(nn.Module):
     ) -> None:
         super().__init__()
         if pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+            raise ConfigError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         tokenizer, backbone = load_text_model(source, seed=seed, local_files_only=local_files_only)
         self.backbone = backbone
         self.source = source
@@ -57,7 +58,7 @@ class TextEncoder(nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """(B, L) token ids -> (B, out_dim) pooled features."""
         if ids.dim() != 2:
-            raise ValueError(f"expected token ids of shape (B, L), got {tuple(ids.shape)}")
+            raise ConfigError(f"expected token ids of shape (B, L), got {tuple(ids.shape)}")
         ids = ids.long()
         mask = (ids != self.pad_token_id).long()
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
