@@ -70,6 +70,7 @@ from miles_tune.data.errors import BrokenSampleWarning, DatasetError
 from miles_tune.data.paths import default_data_root, default_root_hint
 from miles_tune.data.probe import DatasetInfo, DatasetProbe
 from miles_tune.data.transforms import Transform
+from miles_tune.locks import exclusive
 
 # Bump when the stored layout written by this module changes (each dataset also has its own version).
 CODE_VERSION = 1
@@ -269,21 +270,6 @@ def default_cache_root(source: FileDataset) -> Path:
 
 
 @contextlib.contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows: no lock, the atomic rename still protects
-        yield
-        return
-    with open(lock_path, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-@contextlib.contextmanager
 def decode_threads(source: FileDataset) -> Iterator[None]:
     """Intra-op threads while ``source`` decodes: ``source.decode_threads`` (1 by default; None
     keeps torch's setting). Per-sample ops (a 48,000-sample spectrogram, one frame's resize)
@@ -376,7 +362,7 @@ def prepare(
         raise DatasetError(
             f"cannot create the cache folder {root} ({exc}); set data.cache_dir=<a writable folder>", root
         ) from exc
-    with _exclusive(root / f".{source.name}-{key}.lock"):
+    with exclusive(root / f".{source.name}-{key}.lock"):
         if (final / "meta.json").is_file():  # built by another process while we waited
             return final
         started = time.perf_counter()
