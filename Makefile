@@ -46,5 +46,16 @@ bench: venv
 table: venv
 	$(BIN)/python analysis/greedy_table.py --seeds 0 1 2 --epochs 40 --out analysis/results/greedy_vector.json
 
+# The MLflow credentials `ray up` copies to every node of cluster/*.yaml (README, "On a cluster"):
+# written once, mode 600, random password; never overwritten (rotating it: see the README).
+CLUSTER_SECRET ?= $(HOME)/.miles_tune/mlflow-auth.env
+.PHONY: cluster-secret
+cluster-secret:
+	@if [ -e "$(CLUSTER_SECRET)" ]; then echo "$(CLUSTER_SECRET) exists: kept"; else \
+		mkdir -p -m 700 "$(dir $(CLUSTER_SECRET))" && umask 077 && \
+		$(PYTHON) -c 'import secrets; t = secrets.token_urlsafe; print(f"export MLFLOW_TRACKING_USERNAME=miles\nexport MLFLOW_TRACKING_PASSWORD={t(24)}\nexport MLFLOW_FLASK_SERVER_SECRET_KEY={t(32)}")' \
+			> "$(CLUSTER_SECRET).tmp" && mv "$(CLUSTER_SECRET).tmp" "$(CLUSTER_SECRET)" && \
+		echo "wrote $(CLUSTER_SECRET) (mode 600)"; fi
+
 clean:
 	rm -rf $(VENV) runs ray_results mlartifacts mlflow.db .pytest_cache
