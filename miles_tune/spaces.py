@@ -151,8 +151,10 @@ def trial_config(base: dict[str, Any], params: dict[str, Any]) -> TrainConfig:
 
 
 def resolve_path(name_or_path: str | Path) -> Path:
+    """A YAML file's path as given, else the shipped space of that name (a folder named like a
+    dataset in the working directory, such as its data, must not hide the shipped space)."""
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
+    if path.suffix in (".yaml", ".yml") or path.is_file():
         return path
     return SPACES_DIR / f"{name_or_path}.yaml"
 

@@ -169,3 +169,9 @@ def test_storage_join_keeps_a_uri_query_at_the_end() -> None:
     assert storage_join("s3://b/p?endpoint_override=h:9&scheme=http", "s1") == (
         "s3://b/p/s1?endpoint_override=h:9&scheme=http"
     )
+
+
+def test_a_folder_named_like_a_dataset_does_not_hide_its_space(tmp_path, monkeypatch) -> None:
+    (tmp_path / "smnist").mkdir()  # e.g. the dataset's files, next to where the search is started
+    monkeypatch.chdir(tmp_path)
+    assert load_search_space("smnist").path == load_search_space("synthetic").path.parent / "smnist.yaml"

@@ -290,7 +290,6 @@ def test_runs_left_incomplete_by_a_dead_server_are_completed_by_resume(local_ray
 # -- real concurrent searches ------------------------------------------------------------------
 
 
-@pytest.mark.slow
 def test_a_seed_loop_started_in_one_second_gives_separate_searches(tmp_path) -> None:
     """The issue's example, on a fresh sqlite store: two searches with default names started at
     once. Before: both got the same name and merged, or the second crashed in MLflow's migration."""
