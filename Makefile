@@ -58,4 +58,4 @@ cluster-secret:
 		echo "wrote $(CLUSTER_SECRET) (mode 600)"; fi
 
 clean:
-	rm -rf $(VENV) runs ray_results mlartifacts mlflow.db .pytest_cache
+	rm -rf $(VENV) runs ray_results mlartifacts mlflow.db .mlflow.db.lock .pytest_cache

@@ -115,7 +115,7 @@ def prepare_store(tracking_uri: str, timeout: float = 5.0) -> None:
         if db is not None:
             if not db.parent.is_dir():
                 raise ConfigError(f"--tracking-uri {tracking_uri}: the folder {db.parent} does not exist")
-            with exclusive(db.with_name(db.name + ".lock")):
+            with exclusive(db.with_name(f".{db.name}.lock")):  # hidden, beside the store
                 client(tracking_uri).search_experiments(max_results=1)
             return
         with _environ(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT=str(int(timeout))):
