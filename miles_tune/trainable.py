@@ -184,7 +184,8 @@ def train_trial(config: dict[str, Any]) -> None:
             run.sync(trainer.history if trainer else [], status="FAILED", error=reason, force=True)
         # tell the driver before raising: it must not retry what fails the same way every time.
         # (Other errors may be retried by Tune, so their run stays open; the driver closes it if not.)
-        tune.report({fixed["metric"]: math.nan, FAILED_KEY: reason})
+        if fixed.get("metric"):  # absent in searches started before this key existed
+            tune.report({fixed["metric"]: math.nan, FAILED_KEY: reason})
         raise
     if run is not None:
         run.sync(trainer.history, status="FINISHED", summary=trainer.summary(), force=True)

@@ -254,11 +254,13 @@ def test_probe_of_in_memory_datasets_checks_options() -> None:
         ("synthetic", {"num_classes": 1}, "synthetic: data.num_classes must be >= 2"),
         ("mfeat", {"views": ["pix", "abc"]}, r"mfeat: unknown view\(s\) \['abc'\] in data.views"),
         ("mfeat", {"n_train": 1900, "n_val": 100}, r"data.n_train \+ data.n_val \+ data.n_test = 2400"),
-        ("smnist", {"bogus": 1}, r"smnist: unknown option\(s\) data.bogus; it takes"),
     ):
         with pytest.raises(DatasetError, match=message):
             probe_dataset(name, **kw)
-    with pytest.raises(DatasetError, match="unknown dataset 'nope'"):
+    # names are the registry's to check, as everywhere else
+    with pytest.raises(ConfigError, match=r"dataset 'smnist' does not take data.bogus; it takes"):
+        probe_dataset("smnist", bogus=1)
+    with pytest.raises(ConfigError, match="unknown dataset 'nope'"):
         probe_dataset("nope")
 
 
