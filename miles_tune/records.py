@@ -83,3 +83,22 @@ class EpochRecord:
 
     def metric(self, split: str, head: str, metric: str) -> float:
         return self.metrics[split][head][metric]
+
+
+def is_better(candidate: EpochRecord, best: EpochRecord | None, selection: str) -> bool:
+    """Whether ``candidate`` replaces ``best`` as the selected epoch: a strictly higher value of
+    ``selection`` (a flat key such as ``val/mm/acc``); NaN never wins. The loop, the searcher's
+    metric and every MLflow run select epochs with this one rule."""
+    value = candidate.flat().get(selection, float("nan"))
+    if value != value:  # NaN
+        return False
+    return best is None or value > best.flat().get(selection, float("-inf"))
+
+
+def best_metrics(best: EpochRecord, selection: str) -> dict[str, float]:
+    """The selected epoch's figures under their ``best/`` names: ``best/<selection>`` (what a
+    search maximises), ``best/test/*`` (what a paper reports) and ``best_epoch``."""
+    flat = best.flat()
+    out = {f"best/{selection}": flat[selection], "best_epoch": best.epoch}
+    out.update({f"best/{k}": v for k, v in flat.items() if k.startswith("test/")})
+    return out

@@ -55,6 +55,7 @@ class SearchPlan:
     cpus_per_trial: float
     tracking_uri: str | None
     results_dir: Path
+    mlflow_link: str | None = None  # the runs table in the MLflow UI, once the search has a run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///<cwd>/mlflow.db)")
     p.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
     p.add_argument("--experiment", default="miles_tune", help="MLflow experiment name")
+    p.add_argument(
+        "--system-metrics",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="log CPU, memory and GPU use on each trial's run (default: on for trials with a GPU)",
+    )
     p.add_argument(
         "--name",
         help="this search's name: letters, digits, . _ - (default: <dataset>-<method>-<fusion>-<time>-<id>)",
@@ -328,23 +335,26 @@ def make_run_closer(base: dict[str, Any], search_name: str):  # noqa: ANN201 -> 
 
         def close(self, trial, status: str) -> None:  # noqa: ANN001
             from miles_tune.tracking import TrialRun
-            from miles_tune.trainable import read_trial_checkpoint, run_spec, sampled_params
+            from miles_tune.trainable import end_tags, read_trial_checkpoint, run_spec, sampled_params
 
             last = trial.last_result or {}
             if FAILED_KEY in last:
                 status = "FAILED"
             try:
-                params = trial_config(base, sampled_params(trial.config)).to_dict()
-                tags = {k: str(last[k]) for k in ("node_id", "gpu_ids") if k in last}
-                spec = run_spec(trial.config, trial.trial_id, f"trial_{trial.trial_id}", params, tags)
+                train_config = trial_config(base, sampled_params(trial.config)).to_dict()
+                tags = {k: str(last[k]) for k in ("host", "node_id", "gpu_ids", "device") if k in last}
+                spec = run_spec(trial.config, trial.trial_id, str(trial), train_config, tags)
                 saved = read_trial_checkpoint(trial.checkpoint) if trial.checkpoint is not None else {}
+                history, summary = saved.get("history", []), saved.get("summary")
                 run = TrialRun(spec, run_id=saved.get("mlflow_run_id") or last.get("mlflow_run_id"))
                 error = last.get(FAILED_KEY) or (trial_error(trial) if status == "FAILED" else None)
+                scheduler = spec.tags.get("scheduler")  # a trial that did not end itself was stopped
                 done = run.sync(
-                    saved.get("history", []),
+                    history,
                     status=status,
-                    summary=saved.get("summary"),
+                    summary=summary,
                     error=error,
+                    tags=end_tags(summary, history, scheduler if status == "FINISHED" else None),
                     force=True,
                 )
             except Exception as exc:  # tracking never stops the search
@@ -416,6 +426,8 @@ def run_search(plan: SearchPlan, extra_callbacks: list | None = None):  # noqa: 
         connect_ray(plan)
 
         fixed: dict[str, Any] = {"base": plan.base, "metric": plan.metric}
+        if args.system_metrics is not None:
+            fixed["system_metrics"] = args.system_metrics
         parent_run_id = None
         if plan.tracking_uri is not None:
             experiment_id = tracking.ensure_experiment(plan.tracking_uri, args.experiment)
@@ -437,9 +449,11 @@ def run_search(plan: SearchPlan, extra_callbacks: list | None = None):  # noqa: 
                 plan.tracking_uri,
                 experiment_id,
                 plan.name,
-                tags,
-                {"num_samples": plan.num_samples, "space": str(plan.space.path), "base": plan.base},
+                {**tracking.source_tags(), **tags},
+                parent_params(plan),
+                artifacts=[write_space_used(plan)],
             )
+            plan.mlflow_link = tracking.ui_link(plan.tracking_uri, experiment_id)
             fixed["tracking"] = {
                 "uri": plan.tracking_uri,
                 "experiment_id": experiment_id,
@@ -460,13 +474,55 @@ def run_search(plan: SearchPlan, extra_callbacks: list | None = None):  # noqa: 
             if interrupted(results, plan):
                 status = "KILLED"  # --resume sets it RUNNING again
         finally:
+            summary = export_results(results, plan) if results is not None else {}
             if parent_run_id is not None:
-                best = _best_metrics(results, plan) if results is not None else {}
-                try:
-                    tracking.finish_parent_run(plan.tracking_uri, parent_run_id, best, status)
-                except Exception as exc:  # tracking never stops the search
-                    log.warning("MLflow: cannot close the search's run (%s)", tracking.first_line(exc))
+                finish_parent(plan, parent_run_id, summary, status)
     return results
+
+
+def parent_params(plan: SearchPlan) -> dict[str, str]:
+    """The parent run's params, named as its children's: each searched parameter with its
+    distribution (``tau`` = ``uniform(0.0, 0.5)``), the fixed config under ``config.``."""
+    from miles_tune.tracking import flatten
+
+    params = plan.space.method(plan.args.method).params
+    return {
+        **{k: p.describe() for k, p in params.items()},
+        "num_samples": str(plan.num_samples),
+        "space": str(plan.space.path),
+        **flatten(plan.base, "config."),
+    }
+
+
+def write_space_used(plan: SearchPlan) -> Path:
+    """``search_space.yaml`` in the results folder: the space as this search used it."""
+    plan.results_dir.mkdir(parents=True, exist_ok=True)
+    path = plan.results_dir / "search_space.yaml"
+    resources = {"gpus_per_trial": plan.gpus_per_trial, "cpus_per_trial": plan.cpus_per_trial}
+    used = plan.space.as_used(plan.args.method, plan.base, plan.num_samples, resources)
+    path.write_text(yaml.safe_dump(used, sort_keys=False))
+    return path
+
+
+def finish_parent(plan: SearchPlan, run_id: str, summary: dict[str, Any], status: str) -> None:
+    """The best trial's metrics and child run on the parent, with the search's three files."""
+    from miles_tune import tracking
+
+    metrics = dict(summary.get("best_metrics", {}))
+    if summary.get("best_epoch") is not None:
+        metrics["best_epoch"] = summary["best_epoch"]
+    files = [plan.results_dir / f for f in ("best_config.yaml", "trials.parquet", "search_space.yaml")]
+    try:
+        tracking.finish_parent_run(
+            plan.tracking_uri,
+            run_id,
+            metrics,
+            status,
+            tags={"best_run_id": summary.get("best_run_id"), "best_trial": summary.get("best_trial")},
+            artifacts=files,
+        )
+    except Exception as exc:  # tracking never stops the search
+        log.warning("MLflow: cannot close the search's run (%s)", tracking.first_line(exc))
 
 
 def lock_path(plan: SearchPlan) -> Path:
@@ -479,6 +535,8 @@ def lock_path(plan: SearchPlan) -> Path:
 
 def make_tuner(plan: SearchPlan, trainable, fixed: dict[str, Any], extra_callbacks: list | None):  # noqa: ANN001, ANN201
     from ray import tune
+
+    from miles_tune.trainable import trial_name
 
     args = plan.args
     param_space = {k: p.to_tune() for k, p in plan.space.method(args.method).params.items()}
@@ -493,7 +551,7 @@ def make_tuner(plan: SearchPlan, trainable, fixed: dict[str, Any], extra_callbac
             scheduler=make_scheduler(plan),
             num_samples=plan.num_samples,
             max_concurrent_trials=args.max_concurrent or None,
-            trial_name_creator=lambda t: f"trial_{t.trial_id}",
+            trial_name_creator=lambda t: trial_name(args.method, t.experiment_tag),
             trial_dirname_creator=lambda t: f"trial_{t.trial_id}",
         ),
         run_config=tune.RunConfig(
@@ -513,14 +571,6 @@ def interrupted(results, plan: SearchPlan) -> bool:  # noqa: ANN001
     if trials is None:
         return len(results) < plan.num_samples
     return len(trials) < plan.num_samples or any(t.status not in ("TERMINATED", "ERROR") for t in trials)
-
-
-def _best_metrics(results, plan: SearchPlan) -> dict[str, float]:  # noqa: ANN001
-    try:
-        best = results.get_best_result(metric=plan.metric, mode="max")
-    except RuntimeError:
-        return {}
-    return {k: v for k, v in best.metrics.items() if k.startswith("best/") and isinstance(v, (int, float))}
 
 
 def export_results(results, plan: SearchPlan) -> dict[str, Any]:  # noqa: ANN001
@@ -548,6 +598,20 @@ def export_results(results, plan: SearchPlan) -> dict[str, Any]:  # noqa: ANN001
     columns = list(dict.fromkeys(k for r in rows for k in r))
     table = pa.table({k: [r.get(k) for r in rows] for k in columns}) if rows else pa.table({})
     pq.write_table(table, plan.results_dir / "trials.parquet")
+    summary = summarise(results, plan)
+    if "best_config" in summary:
+        (plan.results_dir / "best_config.yaml").write_text(
+            yaml.safe_dump(
+                {"config": summary["best_config"], **{k: summary[k] for k in ("best_trial", "best_metrics")}},
+                sort_keys=False,
+            )
+        )
+    return summary
+
+
+def summarise(results, plan: SearchPlan) -> dict[str, Any]:  # noqa: ANN001
+    """The search in a few figures: trials, errors, and the best trial (config, epoch, metrics, run)."""
+    from miles_tune.trainable import sampled_params
 
     summary: dict[str, Any] = {
         "search": plan.name,
@@ -560,19 +624,19 @@ def export_results(results, plan: SearchPlan) -> dict[str, Any]:  # noqa: ANN001
     except RuntimeError:
         best = None
     if best is not None and best.config is not None:
-        cfg = trial_config(plan.base, sampled_params(best.config)).to_dict()
         summary.update(
             {
+                "best_config": trial_config(plan.base, sampled_params(best.config)).to_dict(),
                 "best_trial": best.metrics.get("trial_id"),
+                "best_run_id": best.metrics.get("mlflow_run_id"),
                 "best_params": sampled_params(best.config),
                 "best_epoch": best.metrics.get("best_epoch"),
-                "best_metrics": {k: v for k, v in best.metrics.items() if k.startswith("best/")},
+                "best_metrics": {
+                    k: v
+                    for k, v in best.metrics.items()
+                    if k.startswith("best/") and isinstance(v, (int, float))
+                },
             }
-        )
-        (plan.results_dir / "best_config.yaml").write_text(
-            yaml.safe_dump(
-                {"config": cfg, **{k: summary[k] for k in ("best_trial", "best_metrics")}}, sort_keys=False
-            )
         )
     return summary
 
@@ -589,9 +653,9 @@ def format_best(summary: dict[str, Any], plan: SearchPlan) -> str:
         )
         for k, v in sorted(summary["best_metrics"].items()):
             lines.append(f"  {k:<24} {v:.4f}")
-        lines.append(
-            f"wrote {plan.results_dir / 'best_config.yaml'} and {plan.results_dir / 'trials.parquet'}"
-        )
+        lines.append(f"wrote best_config.yaml, trials.parquet and search_space.yaml in {plan.results_dir}")
+    if plan.mlflow_link:
+        lines.append(f"MLflow: {plan.mlflow_link}")
     return "\n".join(lines)
 
 
@@ -605,8 +669,8 @@ def main(argv: list[str] | None = None) -> int:
 
     ours = not ray.is_initialized()  # a Ray we start here is stopped here
     try:
-        results = run_search(plan)
-        summary = export_results(results, plan)
+        results = run_search(plan)  # writes the results files
+        summary = summarise(results, plan)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

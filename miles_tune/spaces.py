@@ -70,6 +70,14 @@ class Param:
         lo, hi = self.args
         return isinstance(value, (int, float)) and lo <= value <= hi
 
+    def to_dict(self) -> dict[str, list[Any]]:
+        """As a search-space file writes it: ``{uniform: [0.0, 0.5]}``."""
+        return {self.distribution: list(self.args)}
+
+    def describe(self) -> str:
+        """One line for a param column: ``uniform(0, 0.5)``."""
+        return f"{self.distribution}({', '.join(str(a) for a in self.args)})"
+
     def to_tune(self) -> Any:
         from ray import tune
 
@@ -133,6 +141,29 @@ class SearchSpace:
             else:
                 cfg[key] = value
         return cfg
+
+    def as_used(
+        self, method: str, base: dict[str, Any], num_samples: int, resources: dict[str, float]
+    ) -> dict[str, Any]:
+        """The search as it ran, in this file's own format (``--space`` reads it back): one
+        method, its fixed settings after every ``--set``, what was searched, the known points."""
+        ms = self.method(method)
+        set_by_search = ("dataset", "data", "method", "method_args", "seed")
+        return {
+            "description": f"the space of one search, from {self.path}",
+            "dataset": base["dataset"],
+            "data": dict(base.get("data", {})),
+            "train": {k: v for k, v in base.items() if k not in set_by_search},
+            "resources": dict(resources),
+            "num_samples": num_samples,
+            "methods": {
+                method: {
+                    "fixed": dict(base.get("method_args", {})),
+                    "space": {k: p.to_dict() for k, p in ms.params.items()},
+                    "points": [dict(p) for p in ms.points],
+                }
+            },
+        }
 
 
 def trial_config(base: dict[str, Any], params: dict[str, Any]) -> TrainConfig:

@@ -20,8 +20,11 @@ its trial id under the same parent), so runs are never duplicated.
 from __future__ import annotations
 
 import contextlib
+import getpass
 import logging
+import math
 import os
+import socket
 import tempfile
 import time
 from collections.abc import Iterator
@@ -30,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from miles_tune.errors import ConfigError
-from miles_tune.records import EpochRecord
+from miles_tune.records import EpochRecord, best_metrics, is_better
 
 log = logging.getLogger("miles_tune.tracking")
 
@@ -163,6 +166,58 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
+def short_value(value: Any) -> str:
+    """A sampled value as a run name shows it: 3 significant digits, compact exponents (1.2e-3)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or isinstance(value, int):
+        return str(value)
+    if value == 0 or not math.isfinite(value) or 1e-2 <= abs(value) < 1e4:
+        return f"{value:.3g}"
+    mantissa, exponent = f"{value:.2e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
+def run_name(trial_name: str, sampled: dict[str, Any]) -> str:
+    """A trial's run name: its Tune name (method and number) and what was sampled, e.g.
+    ``miles-003 lr=1.2e-3 tau=0.21 mu=0.65``."""
+    return " ".join([trial_name, *(f"{k}={short_value(v)}" for k, v in sampled.items())])
+
+
+def run_params(searched: dict[str, Any], config: dict[str, Any]) -> dict[str, str]:
+    """What a run logs as params: the searched parameters under their names in the search
+    space (``lr``, ``tau``, ``mu``), and the full training config under ``config.`` (the same
+    naming on the search's parent run, which logs its fixed part)."""
+    return {**{k: str(v) for k, v in searched.items()}, **flatten(config, "config.")}
+
+
+def source_tags(host: str | None = None) -> dict[str, str]:
+    """What MLflow's own runs would carry (the UI's Source and User columns), and the host."""
+    try:
+        user = getpass.getuser()
+    except Exception:  # no user name in some containers
+        user = ""
+    tags = {
+        "mlflow.source.name": "miles_tune.search",
+        "mlflow.source.type": "LOCAL",
+        "mlflow.user": user,
+        "host": host or socket.gethostname(),
+    }
+    return non_empty(tags)
+
+
+def non_empty(tags: dict[str, Any]) -> dict[str, str]:
+    """Tags worth writing: an empty tag (``gpu_ids`` on a CPU) only clutters the UI."""
+    return {k: str(v) for k, v in tags.items() if v is not None and str(v) != ""}
+
+
+def ui_link(tracking_uri: str, experiment_id: str) -> str:
+    """Where a user sees a search's runs. MLflow 3 opens on its GenAI page; this link opens the
+    runs table of the "Model training" view directly."""
+    path = f"#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"{tracking_uri.rstrip('/')}/{path}"
+    return f"http://127.0.0.1:5000/{path}  (after: mlflow ui --backend-store-uri {tracking_uri})"
+
+
 def find_parent_run(tracking_uri: str, experiment_id: str, search_name: str) -> str | None:
     runs = client(tracking_uri).search_runs(
         [experiment_id], filter_string=f"tags.`{PARENT_TAG}` = {quote(search_name)}", max_results=1
@@ -171,25 +226,47 @@ def find_parent_run(tracking_uri: str, experiment_id: str, search_name: str) -> 
 
 
 def start_parent_run(
-    tracking_uri: str, experiment_id: str, search_name: str, tags: dict[str, str], params: dict[str, Any]
+    tracking_uri: str,
+    experiment_id: str,
+    search_name: str,
+    tags: dict[str, str],
+    params: dict[str, str],
+    artifacts: list[Path] = (),  # type: ignore[assignment]
 ) -> str:
     """The search's parent run; a resumed search continues the one it started."""
     c = client(tracking_uri)
     run_id = find_parent_run(tracking_uri, experiment_id, search_name)
     if run_id is None:
-        run = c.create_run(experiment_id, run_name=search_name, tags={PARENT_TAG: search_name, **tags})
+        run = c.create_run(
+            experiment_id, run_name=search_name, tags={PARENT_TAG: search_name, **non_empty(tags)}
+        )
         run_id = run.info.run_id
-        _log_params(c, run_id, flatten(params))
+        _log_params(c, run_id, params)
+        for path in artifacts:
+            c.log_artifact(run_id, str(path))
     else:
         c.update_run(run_id, status="RUNNING")
     return run_id
 
 
 def finish_parent_run(
-    tracking_uri: str, run_id: str, metrics: dict[str, float], status: str = "FINISHED"
+    tracking_uri: str,
+    run_id: str,
+    metrics: dict[str, float],
+    status: str = "FINISHED",
+    tags: dict[str, Any] | None = None,
+    artifacts: list[Path] = (),  # type: ignore[assignment]
 ) -> None:
+    """The best trial's metrics and run id, the search's result files, then the final status."""
+    from mlflow.entities import RunTag
+
     c = client(tracking_uri)
     _log_metrics(c, run_id, metrics, step=0)
+    if tags:
+        c.log_batch(run_id, tags=[RunTag(k, v) for k, v in non_empty(tags).items()])
+    for path in artifacts:
+        if Path(path).is_file():
+            c.log_artifact(run_id, str(path))
     c.set_terminated(run_id, status=status)
 
 
@@ -218,13 +295,22 @@ class RunSpec:
     experiment_id: str
     parent_run_id: str
     trial_id: str
-    trial_name: str
-    params: dict[str, Any] = field(default_factory=dict)
+    run_name: str  # what the UI lists: see :func:`run_name`
+    config: dict[str, Any] = field(default_factory=dict)  # the trial's full TrainConfig
+    searched: dict[str, Any] = field(default_factory=dict)  # what the searcher sampled
+    selection: str | None = None  # the flat key that selects the best epoch, e.g. "val/mm/acc"
     tags: dict[str, str] = field(default_factory=dict)
 
 
 class TrialRun:
-    """The child run of one trial. :meth:`sync` brings it up to date and never raises."""
+    """The child run of one trial. :meth:`sync` brings it up to date and never raises.
+
+    Per epoch (step = epoch) it logs the record's flat metrics; at each epoch that improves
+    the selection metric, the ``best/`` figures too (so the latest ``best/...`` value of a
+    run is its best epoch's, in the runs table and in charts). A learning rate is a param
+    (``lr/<group>``, its starting value) and gets a metric line only once it moves, with its
+    earlier epochs filled in: constant rates are not drawn as flat lines.
+    """
 
     def __init__(self, spec: RunSpec, run_id: str | None = None) -> None:
         self.spec = spec
@@ -233,6 +319,8 @@ class TrialRun:
         self.synced = False  # complete: every epoch, artifacts, final status
         self.failures = 0
         self.retry_at = 0.0
+        self.lr_lines: set[str] = set()  # groups whose rate moved: logged as metric lines
+        self.lr_params = False  # the starting rates are logged as params
 
     def sync(
         self,
@@ -241,10 +329,11 @@ class TrialRun:
         status: str | None = None,
         summary: dict[str, Any] | None = None,
         error: str | None = None,
+        tags: dict[str, Any] | None = None,
         force: bool = False,
     ) -> bool:
-        """Log every record past the last logged epoch (step = epoch); with ``status``, also the
-        artifacts (for FINISHED), the error tag (for FAILED) and the end of the run.
+        """Log every record past the last logged epoch; with ``status``, also the artifacts
+        (history, summary, figure), ``tags`` and the error tag, then end the run.
 
         Returns True when the run is up to date. On failure it warns, returns False and waits
         (10 s, then longer, up to 5 min) before it contacts MLflow again, unless ``force``.
@@ -256,16 +345,14 @@ class TrialRun:
             self._connect(c)
             if self.synced:  # completed earlier (by the trial, or by the driver)
                 return True
-            for record in records:
-                if record.epoch > self.logged_through:
-                    _log_metrics(c, self.run_id, record.flat(), step=record.epoch)
-                    self.logged_through = record.epoch
+            self._log_epochs(c, records)
             if status is not None:
-                if status == "FINISHED":
-                    log_trial_artifacts(c, self.run_id, records, summary)
-                if error:
-                    c.set_tag(self.run_id, "error", error[:5000])
-                c.set_tag(self.run_id, SYNCED_TAG, "true")
+                from mlflow.entities import RunTag
+
+                log_trial_artifacts(c, self.run_id, records, summary, self.spec)
+                final = non_empty({**(tags or {}), "error": (error or "")[:5000]})
+                final[SYNCED_TAG] = "true"
+                c.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in final.items()])
                 c.set_terminated(self.run_id, status=status)
                 self.synced = True
         except Exception as exc:
@@ -286,6 +373,42 @@ class TrialRun:
             self.failures = 0
         return status is None or self.synced
 
+    def _log_epochs(self, c, records: list[EpochRecord]) -> None:  # noqa: ANN001
+        selection, best = self.spec.selection, None
+        for record in records:
+            improved = selection is not None and is_better(record, best, selection)
+            best = record if improved else best
+            if record.epoch <= self.logged_through:
+                continue
+            values = self._epoch_values(c, records, record)
+            if improved:
+                values.update(best_metrics(record, selection))
+            _log_metrics(c, self.run_id, values, step=record.epoch)
+            self.logged_through = record.epoch
+
+    def _epoch_values(self, c, records: list[EpochRecord], record: EpochRecord) -> dict[str, float]:  # noqa: ANN001
+        """The record's flat metrics, learning rates only for groups whose rate has moved."""
+        start = records[0].lr
+        if not self.lr_params:
+            _log_params(c, self.run_id, {f"lr/{g}": str(v) for g, v in start.items()})
+            self.lr_params = True
+        moved = {g for g, v in record.lr.items() if g not in self.lr_lines and v != start.get(g)}
+        if moved:  # a new line: its earlier epochs first, so the chart starts at epoch 0
+            from mlflow.entities import Metric
+
+            now = int(time.time() * 1000)
+            earlier = [
+                Metric(f"lr/{g}", float(r.lr[g]), now, r.epoch)
+                for r in records
+                if r.epoch < record.epoch
+                for g in sorted(moved)
+                if g in r.lr
+            ]
+            for i in range(0, len(earlier), MAX_BATCH):
+                c.log_batch(self.run_id, metrics=earlier[i : i + MAX_BATCH])
+            self.lr_lines |= moved
+        return {k: v for k, v in record.flat().items() if not k.startswith("lr/") or k[3:] in self.lr_lines}
+
     def _connect(self, c) -> None:  # noqa: ANN001
         """Find the run (by id, else by trial tag) or create it; learn what it already holds."""
         if self.logged_through is not None:
@@ -302,34 +425,53 @@ class TrialRun:
                 max_results=1,
             )
             run = found[0] if found else None
+        tags = non_empty(spec.tags)
         if run is None:
             run = c.create_run(
                 spec.experiment_id,
-                run_name=spec.trial_name,
-                tags={"mlflow.parentRunId": spec.parent_run_id, TRIAL_TAG: spec.trial_id, **spec.tags},
+                run_name=spec.run_name,
+                tags={"mlflow.parentRunId": spec.parent_run_id, TRIAL_TAG: spec.trial_id, **tags},
             )
         self.run_id = run.info.run_id
         if SYNCED_TAG in run.data.tags:
             self.synced = True
             return
-        moved = {k: v for k, v in spec.tags.items() if run.data.tags.get(k) != v}
+        moved = {k: v for k, v in tags.items() if run.data.tags.get(k) != v}
         if moved:  # a retried trial may run on another node now: the tags say where it runs
             from mlflow.entities import RunTag
 
             c.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in moved.items()])
         if not run.data.params:
-            _log_params(c, self.run_id, flatten(spec.params))
+            _log_params(c, self.run_id, run_params(spec.searched, spec.config))
+        self.lr_params = any(k.startswith("lr/") for k in run.data.params)
+        self.lr_lines = {k[3:] for k in run.data.metrics if k.startswith("lr/")}
         if run.info.status != "RUNNING":
             c.update_run(self.run_id, status="RUNNING")
         history = c.get_metric_history(self.run_id, "epoch")
         self.logged_through = max((int(m.step) for m in history), default=-1)
 
 
-def log_trial_artifacts(c, run_id: str, records: list[EpochRecord], summary: dict[str, Any] | None) -> None:
+def figure_trace(records: list[EpochRecord], summary: dict[str, Any] | None, spec: RunSpec) -> dict[str, Any]:
+    """The per-run figure's data: titled with the run name, with MILES's τ on the δ panel."""
+    from miles_tune.plots import utilisation_trace
+
+    config = (summary or {}).get("config") or spec.config
+    metric = (summary or {}).get("metric") or config.get("metric") or "acc"
+    tau = config.get("method_args", {}).get("tau") if config.get("method") == "miles" else None
+    return utilisation_trace(records, metric, title=spec.run_name, tau=tau, base_lr=config.get("lr"))
+
+
+def log_trial_artifacts(
+    c,  # noqa: ANN001
+    run_id: str,
+    records: list[EpochRecord],
+    summary: dict[str, Any] | None,
+    spec: RunSpec,
+) -> None:
     """history.parquet, summary.json and the utilisation-trace plot."""
     import json
 
-    from miles_tune.plots import utilisation_figure, utilisation_trace
+    from miles_tune.plots import utilisation_figure
     from miles_tune.train import write_history
 
     if not records:
@@ -340,8 +482,8 @@ def log_trial_artifacts(c, run_id: str, records: list[EpochRecord], summary: dic
         if summary is not None:
             (Path(d) / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
             c.log_artifact(run_id, str(Path(d) / "summary.json"))
-        metric = (summary or {}).get("metric", "acc")
-        c.log_figure(run_id, utilisation_figure(utilisation_trace(records, metric)), "plots/utilisation.png")
+        figure = utilisation_figure(figure_trace(records, summary, spec))
+        c.log_figure(run_id, figure, "plots/utilisation.png")
 
 
 def synced_trials(tracking_uri: str, experiment_id: str, parent_run_id: str) -> set[str]:

@@ -58,14 +58,18 @@ def set_threads_from_resources() -> int:
 
 
 def placement() -> dict[str, str]:
-    """Where this trial runs (node and GPU ids): reported to Tune and tagged in MLflow."""
+    """Where this trial runs (host, node and GPU ids): reported to Tune and tagged in MLflow."""
+    import socket
+
     import ray
 
+    where = {"host": socket.gethostname(), "node_id": "", "gpu_ids": ""}
     try:
         ctx = ray.get_runtime_context()
-        return {"node_id": ctx.get_node_id(), "gpu_ids": ",".join(str(g) for g in ray.get_gpu_ids())}
+        where.update(node_id=ctx.get_node_id(), gpu_ids=",".join(str(g) for g in ray.get_gpu_ids()))
     except Exception:
-        return {"node_id": "", "gpu_ids": ""}
+        pass
+    return where
 
 
 def crash_once_for_tests(epoch: int) -> None:
@@ -89,32 +93,57 @@ def sampled_params(config: dict[str, Any]) -> dict[str, Any]:
 
 def progress_metrics(trainer, record) -> dict[str, Any]:  # noqa: ANN001
     """What Tune sees each epoch: the flat record plus the best-so-far selection metric."""
+    from miles_tune.records import best_metrics
+
     out: dict[str, Any] = dict(record.flat())
     best = trainer.best_record()
-    out[f"best/{trainer.selection_key}"] = trainer.best_value
-    out["best_epoch"] = trainer.best_epoch
-    for key, value in best.flat().items():
-        if key.startswith("test/"):
-            out[f"best/{key}"] = value
+    if best is None:  # no epoch selected yet (a NaN metric): the searcher sees the worst value
+        out[f"best/{trainer.selection_key}"] = -math.inf
+    else:
+        out.update(best_metrics(best, trainer.selection_key))
     return out
 
 
-def run_spec(
-    config: dict[str, Any], trial_id: str, trial_name: str, params: dict[str, Any], tags: dict[str, str]
-):
-    """The MLflow child run of a trial, from its Tune config (the trial and the driver build it alike)."""
-    from miles_tune.tracking import RunSpec
+def trial_name(method: str, experiment_tag: str) -> str:
+    """A trial's Tune name, ``miles-003``: the method and the trial's number in its search (Tune's
+    experiment tag starts with the searcher's trial counter, which a resumed search continues)."""
+    number, _, _ = experiment_tag.partition("_")
+    return f"{method}-{int(number):03d}" if number.isdigit() else method
 
-    tracking = config[RESERVED]["tracking"]
+
+def run_spec(
+    config: dict[str, Any], trial_id: str, tune_name: str, train_config: dict[str, Any], tags: dict[str, str]
+):  # noqa: ANN201
+    """The MLflow child run of a trial, from its Tune config (the trial and the driver build it alike)."""
+    from miles_tune.tracking import RunSpec, run_name, source_tags
+
+    fixed = config[RESERVED]
+    tracking = fixed["tracking"]
+    searched = sampled_params(config)
+    metric = fixed.get("metric") or ""
     return RunSpec(
         tracking_uri=tracking["uri"],
         experiment_id=tracking["experiment_id"],
         parent_run_id=tracking["parent_run_id"],
         trial_id=trial_id,
-        trial_name=trial_name,
-        params=params,
-        tags={**tracking.get("tags", {}), "trial_name": trial_name, **tags},
+        run_name=run_name(tune_name, searched),
+        config=train_config,
+        searched=searched,
+        selection=metric.removeprefix("best/") or None,
+        tags={**source_tags(tags.get("host")), **tracking.get("tags", {}), "trial_name": tune_name, **tags},
     )
+
+
+def end_tags(summary: dict[str, Any] | None, records: list, scheduler: str | None) -> dict[str, Any]:
+    """``epochs_run``, and ``stopped_by`` for a trial that ended before its last epoch: the method
+    (it stopped itself, MSES) or the search's scheduler (ASHA). Its status stays FINISHED."""
+    tags: dict[str, Any] = {"epochs_run": len(records)}
+    config = (summary or {}).get("config") or {}
+    if summary and summary.get("stopped_early"):
+        tags["stopped_by"] = config.get("method", "method")
+    elif scheduler and scheduler != "none" and len(records) < int(config.get("epochs", 0)):
+        tags["stopped_by"] = scheduler
+    return tags
 
 
 def read_trial_checkpoint(checkpoint) -> dict[str, Any]:  # noqa: ANN001
@@ -154,15 +183,9 @@ def train_trial(config: dict[str, Any]) -> None:
             with checkpoint.as_directory() as d:
                 trainer.load_checkpoint(Path(d) / TRAINER_FILE)
                 run_id = json.loads((Path(d) / TRIAL_FILE).read_text()).get("mlflow_run_id")
-        where = placement()
+        where = {"device": cfg.device, **placement()}
         if fixed.get("tracking"):
-            spec = run_spec(
-                config,
-                ctx.get_trial_id(),
-                ctx.get_trial_name(),
-                cfg.to_dict(),
-                {"device": cfg.device, **where},
-            )
+            spec = run_spec(config, ctx.get_trial_id(), ctx.get_trial_name(), cfg.to_dict(), where)
             run = TrialRun(spec, run_id=run_id)
             run.sync(trainer.history)  # epochs a crash kept out of MLflow
         for record in trainer.run():
@@ -181,11 +204,16 @@ def train_trial(config: dict[str, Any]) -> None:
     except (ConfigError, NonFiniteLossError) as exc:
         reason = f"{type(exc).__name__}: {exc}"
         if run is not None:
-            run.sync(trainer.history if trainer else [], status="FAILED", error=reason, force=True)
+            history = trainer.history if trainer else []
+            summary = trainer.summary() if trainer and history else None
+            tags = end_tags(summary, history, None)
+            run.sync(history, status="FAILED", summary=summary, error=reason, tags=tags, force=True)
         # tell the driver before raising: it must not retry what fails the same way every time.
         # (Other errors may be retried by Tune, so their run stays open; the driver closes it if not.)
         if fixed.get("metric"):  # absent in searches started before this key existed
             tune.report({fixed["metric"]: math.nan, FAILED_KEY: reason})
         raise
     if run is not None:
-        run.sync(trainer.history, status="FINISHED", summary=trainer.summary(), force=True)
+        summary = trainer.summary()
+        tags = end_tags(summary, trainer.history, None)
+        run.sync(trainer.history, status="FINISHED", summary=summary, tags=tags, force=True)

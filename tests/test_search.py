@@ -60,13 +60,12 @@ def test_quarter_gpus_run_eight_trials_at_once_and_log_every_epoch(ray_two_fake_
     assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
     for tag in ("dataset", "method", "fusion", "seed", "searcher", "miles_tune.trial_id"):
         assert tag in run.data.tags
-    assert run.data.params["method"] == "miles" and "method_args.tau" in run.data.params
+    assert run.data.params["config.method"] == "miles" and "config.method_args.tau" in run.data.params
+    assert {"lr", "tau", "mu", "lr/fast", "lr/fusion"} <= set(run.data.params)  # searched; starting rates
     for key in (
         "u/fast",
         "u/slow",
         "delta",
-        "lr/fast",
-        "lr/fusion",
         "loss/total",
         "val/mm/acc",
         "test/slow/acc",

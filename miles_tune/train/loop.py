@@ -38,7 +38,7 @@ from miles_tune.data import MultimodalData, TensorSplit, create_dataset, iterate
 from miles_tune.errors import ConfigError
 from miles_tune.metrics import check_metric, compute_metrics, loss_function, probabilities
 from miles_tune.models import JointFusionModel, create_encoder
-from miles_tune.records import MM, SPLITS, EpochRecord, metric_key, without_head
+from miles_tune.records import MM, SPLITS, EpochRecord, is_better, metric_key, without_head
 
 CHECKPOINT_VERSION = 2  # 2: RNG states as tensors and plain containers (read with weights_only)
 # settings a resumed run may change without changing its results
@@ -332,9 +332,8 @@ class Trainer:
             samples_per_second=len(self.train_split) / max(train_seconds, 1e-9),
             extra=self.method.record_extra(),
         )
-        value = metrics["val"][self.method.selection_head][self.metric]
-        if value > self.best_value:
-            self.best_value, self.best_epoch = value, epoch
+        if is_better(record, self.best_record(), self.selection_key):
+            self.best_value, self.best_epoch = record.flat()[self.selection_key], epoch
         self.history.append(record)
         self.epoch += 1
         self.stopped_early = self.method.should_stop()
