@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch>=2.2" || echo "torch==2.13.0")
 PYTEST_ARGS ?=
 
-.PHONY: venv demo train mlflow-ui optuna-ui test test-all lint bench table clean
+.PHONY: venv demo train mlflow-ui optuna-ui mlflow-shots test test-all lint bench table clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ train: venv
 # (a search prints its own link at the end)
 mlflow-ui: venv
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+
+# screenshots of the MLflow UI after a search (needs Debian's chromium: apt-get install chromium)
+mlflow-shots: venv
+	$(BIN)/python -m pip install -q -e ".[shots]"
+	$(BIN)/python scripts/mlflow_screenshots.py --tracking-uri sqlite:///$(CURDIR)/mlflow.db --out screenshots
 
 # Optuna's dashboard on one search's study: `make optuna-ui` (the latest search under
 # ray_results/) or `make optuna-ui NAME=<search>`; http://127.0.0.1:8080

@@ -55,7 +55,7 @@ class SearchPlan:
     cpus_per_trial: float
     tracking_uri: str | None
     results_dir: Path
-    mlflow_link: str | None = None  # the runs table in the MLflow UI, once the search has a run
+    mlflow_links: dict[str, str] | None = None  # where the MLflow UI shows it, once it has a run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -453,7 +453,9 @@ def run_search(plan: SearchPlan, extra_callbacks: list | None = None):  # noqa: 
                 parent_params(plan),
                 artifacts=[write_space_used(plan)],
             )
-            plan.mlflow_link = tracking.ui_link(plan.tracking_uri, experiment_id)
+            plan.mlflow_links = tracking.ui_links(
+                plan.tracking_uri, experiment_id, parent_run_id, plan.metric
+            )
             fixed["tracking"] = {
                 "uri": plan.tracking_uri,
                 "experiment_id": experiment_id,
@@ -642,6 +644,8 @@ def summarise(results, plan: SearchPlan) -> dict[str, Any]:  # noqa: ANN001
 
 
 def format_best(summary: dict[str, Any], plan: SearchPlan) -> str:
+    from miles_tune.tracking import default_tracking_uri
+
     lines = [f"search {summary['search']}: {summary['trials']} trials, {summary['errors']} errored"]
     if "best_trial" in summary:
         lines.append(
@@ -654,8 +658,15 @@ def format_best(summary: dict[str, Any], plan: SearchPlan) -> str:
         for k, v in sorted(summary["best_metrics"].items()):
             lines.append(f"  {k:<24} {v:.4f}")
         lines.append(f"wrote best_config.yaml, trials.parquet and search_space.yaml in {plan.results_dir}")
-    if plan.mlflow_link:
-        lines.append(f"MLflow: {plan.mlflow_link}")
+    if plan.mlflow_links:
+        uri = plan.tracking_uri or ""
+        if not uri.startswith(("http://", "https://")):
+            start = (
+                "make mlflow-ui" if uri == default_tracking_uri() else f"mlflow ui --backend-store-uri {uri}"
+            )
+            lines.append(f"MLflow: {start}, then open")
+        lines.append(f"  runs:   {plan.mlflow_links['runs']}")
+        lines.append(f"  trials: {plan.mlflow_links['trials']}  (this search, best first)")
     return "\n".join(lines)
 
 

@@ -209,13 +209,23 @@ def non_empty(tags: dict[str, Any]) -> dict[str, str]:
     return {k: str(v) for k, v in tags.items() if v is not None and str(v) != ""}
 
 
-def ui_link(tracking_uri: str, experiment_id: str) -> str:
-    """Where a user sees a search's runs. MLflow 3 opens on its GenAI page; this link opens the
-    runs table of the "Model training" view directly."""
-    path = f"#/experiments/{experiment_id}/runs?workflowType=machine_learning"
-    if tracking_uri.startswith(("http://", "https://")):
-        return f"{tracking_uri.rstrip('/')}/{path}"
-    return f"http://127.0.0.1:5000/{path}  (after: mlflow ui --backend-store-uri {tracking_uri})"
+def ui_links(tracking_uri: str, experiment_id: str, parent_run_id: str, metric: str) -> dict[str, str]:
+    """Where a user sees a search in the MLflow UI. MLflow 3 opens on its GenAI page; these
+    open the runs table of its "Model training" view: the experiment's, and this search's
+    trials alone, best first (by ``metric``). For a sqlite store, the UI of ``make mlflow-ui``."""
+    from urllib.parse import quote as url_quote
+
+    base = (
+        tracking_uri.rstrip("/")
+        if tracking_uri.startswith(("http://", "https://"))
+        else "http://127.0.0.1:5000"
+    )
+    runs = f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    trials = (
+        f"{runs}&searchFilter={url_quote(f'tags.mlflow.parentRunId = {quote(parent_run_id)}', safe='')}"
+        f"&orderByKey={url_quote(f'metrics.`{metric}`', safe='')}&orderByAsc=false"
+    )
+    return {"runs": runs, "trials": trials}
 
 
 def find_parent_run(tracking_uri: str, experiment_id: str, search_name: str) -> str | None:
@@ -262,8 +272,18 @@ def finish_parent_run(
 
     c = client(tracking_uri)
     _log_metrics(c, run_id, metrics, step=0)
+    tags = non_empty(tags or {})
+    if "best_run_id" in tags:  # the way from the search to its best trial, in words and a link
+        best = c.get_run(tags["best_run_id"])
+        tags["best_run_name"] = best.info.run_name
+        figures = ", ".join(f"{k} {v:.4g}" for k, v in sorted(metrics.items()) if k.startswith("best/"))
+        tags["mlflow.note.content"] = (
+            f"Best trial: [{best.info.run_name}](#/experiments/{best.info.experiment_id}/runs/"
+            f"{best.info.run_id}?workflowType=machine_learning), selected at epoch "
+            f"{metrics.get('best_epoch', '?')}: {figures}"
+        )
     if tags:
-        c.log_batch(run_id, tags=[RunTag(k, v) for k, v in non_empty(tags).items()])
+        c.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
     for path in artifacts:
         if Path(path).is_file():
             c.log_artifact(run_id, str(path))
@@ -307,9 +327,9 @@ class TrialRun:
 
     Per epoch (step = epoch) it logs the record's flat metrics; at each epoch that improves
     the selection metric, the ``best/`` figures too (so the latest ``best/...`` value of a
-    run is its best epoch's, in the runs table and in charts). A learning rate is a param
-    (``lr/<group>``, its starting value) and gets a metric line only once it moves, with its
-    earlier epochs filled in: constant rates are not drawn as flat lines.
+    run is its best epoch's, in the runs table and in charts). A group's learning rate gets a
+    metric line only once it moves, with its earlier epochs filled in: constant rates are not
+    drawn as flat lines. A starting rate other than α (the param ``lr``) is a param ``lr/<group>``.
     """
 
     def __init__(self, spec: RunSpec, run_id: str | None = None) -> None:
@@ -388,9 +408,9 @@ class TrialRun:
 
     def _epoch_values(self, c, records: list[EpochRecord], record: EpochRecord) -> dict[str, float]:  # noqa: ANN001
         """The record's flat metrics, learning rates only for groups whose rate has moved."""
-        start = records[0].lr
-        if not self.lr_params:
-            _log_params(c, self.run_id, {f"lr/{g}": str(v) for g, v in start.items()})
+        start, alpha = records[0].lr, self.spec.config.get("lr")
+        if not self.lr_params:  # a rate that starts at α is already the param `lr`
+            _log_params(c, self.run_id, {f"lr/{g}": str(v) for g, v in start.items() if v != alpha})
             self.lr_params = True
         moved = {g for g, v in record.lr.items() if g not in self.lr_lines and v != start.get(g)}
         if moved:  # a new line: its earlier epochs first, so the chart starts at epoch 0

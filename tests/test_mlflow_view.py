@@ -102,7 +102,7 @@ def test_constant_rates_are_params_and_a_moving_rate_gets_its_whole_line(tmp_pat
     parent = tracking.start_parent_run(uri, exp, "s", {}, {})
     spec = tracking.RunSpec(uri, exp, parent, "t_00001", "miles-001", {"method": "miles", "lr": 1e-3},
                             {"lr": 1e-3}, "val/mm/acc", {"gpu_ids": "", "host": "h"})  # fmt: skip
-    lrs = [{"a": 1e-3, "fusion": 1e-3}] * 3 + [{"a": 5e-4, "fusion": 1e-3}] * 2
+    lrs = [{"a": 2e-3, "fusion": 1e-3}] * 3 + [{"a": 5e-4, "fusion": 1e-3}] * 2  # α = 1e-3
     vals = [0.5, 0.7, 0.6, 0.8, 0.8]
     records = [record(e, v, lr) for e, (v, lr) in enumerate(zip(vals, lrs, strict=True))]
     run = tracking.TrialRun(spec)
@@ -113,10 +113,10 @@ def test_constant_rates_are_params_and_a_moving_rate_gets_its_whole_line(tmp_pat
     assert again.run_id == run.run_id
     c = tracking.client(uri)
     got = c.get_run(run.run_id)
-    assert got.data.params["lr/fusion"] == "0.001" and got.data.params["lr/a"] == "0.001"
+    assert got.data.params["lr/a"] == "0.002" and "lr/fusion" not in got.data.params  # α is `lr`
     assert "lr/fusion" not in got.data.metrics  # constant: no flat line
     line = {m.step: m.value for m in c.get_metric_history(run.run_id, "lr/a")}
-    assert line == {0: 1e-3, 1: 1e-3, 2: 1e-3, 3: 5e-4, 4: 5e-4}
+    assert line == {0: 2e-3, 1: 2e-3, 2: 2e-3, 3: 5e-4, 4: 5e-4}
     best = [(m.step, m.value) for m in c.get_metric_history(run.run_id, "best/val/mm/acc")]
     assert sorted(best) == [(0, 0.5), (1, 0.7), (3, 0.8)]  # logged as it improves, at its epoch
     assert got.data.metrics["best_epoch"] == 3
@@ -221,5 +221,8 @@ def test_the_parent_explains_its_search(asha_search) -> None:
     assert {k for k in params if k.startswith("config.")} <= child_params  # one naming for both
     for tag in ("dataset", "method", "fusion", "searcher", "scheduler", "seed", "mlflow.source.name"):
         assert parent.data.tags[tag]
-    exp = parent.info.experiment_id
-    assert f"#/experiments/{exp}/runs?workflowType=machine_learning" in asha_search["stdout"]
+    assert parent.data.tags["best_run_name"] == by_id[best_id].info.run_name
+    assert f"runs/{best_id}" in parent.data.tags["mlflow.note.content"]  # the description links it
+    exp, out = parent.info.experiment_id, asha_search["stdout"]
+    assert f"#/experiments/{exp}/runs?workflowType=machine_learning" in out
+    assert f"searchFilter=tags.mlflow.parentRunId%20%3D%20%27{parent.info.run_id}%27" in out
