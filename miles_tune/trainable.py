@@ -163,6 +163,7 @@ def read_trial_checkpoint(checkpoint) -> dict[str, Any]:  # noqa: ANN001
 def train_trial(config: dict[str, Any]) -> None:
     from ray import tune
 
+    from miles_tune import system_metrics
     from miles_tune.errors import ConfigError
     from miles_tune.spaces import trial_config
     from miles_tune.tracking import TrialRun
@@ -172,6 +173,7 @@ def train_trial(config: dict[str, Any]) -> None:
     ctx = tune.get_context()
     run = None
     trainer = None
+    sampler = None  # MLflow's system metrics of this trial, once its run exists
     try:
         set_threads_from_resources()
         cfg = trial_config(fixed["base"], sampled_params(config))
@@ -188,9 +190,20 @@ def train_trial(config: dict[str, Any]) -> None:
             spec = run_spec(config, ctx.get_trial_id(), ctx.get_trial_name(), cfg.to_dict(), where)
             run = TrialRun(spec, run_id=run_id)
             run.sync(trainer.history)  # epochs a crash kept out of MLflow
+        wants_samples = run is not None and system_metrics.resolve(
+            fixed.get("system_metrics"), cfg.device == "cuda"
+        )
+
+        def sample() -> None:  # as soon as the run exists (MLflow may be down when the trial starts)
+            nonlocal sampler, wants_samples
+            if wants_samples and run.run_id:
+                sampler, wants_samples = system_metrics.start(run.spec.tracking_uri, run.run_id), False
+
+        sample()
         for record in trainer.run():
             if run is not None:
                 run.sync(trainer.history)
+                sample()
             metrics = {**progress_metrics(trainer, record), **where}
             with tempfile.TemporaryDirectory() as d:
                 trainer.save_checkpoint(Path(d) / TRAINER_FILE)
@@ -203,6 +216,7 @@ def train_trial(config: dict[str, Any]) -> None:
             crash_once_for_tests(record.epoch)
     except (ConfigError, NonFiniteLossError) as exc:
         reason = f"{type(exc).__name__}: {exc}"
+        system_metrics.stop(sampler)
         if run is not None:
             history = trainer.history if trainer else []
             summary = trainer.summary() if trainer and history else None
@@ -213,6 +227,8 @@ def train_trial(config: dict[str, Any]) -> None:
         if fixed.get("metric"):  # absent in searches started before this key existed
             tune.report({fixed["metric"]: math.nan, FAILED_KEY: reason})
         raise
+    finally:
+        system_metrics.stop(sampler)  # idempotent; bounded even when MLflow is down
     if run is not None:
         summary = trainer.summary()
         tags = end_tags(summary, trainer.history, None)

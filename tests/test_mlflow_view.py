@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from pathlib import Path
 
@@ -132,10 +133,13 @@ def asha_search(tmp_path_factory):
     from miles_tune.search import main
 
     tmp = tmp_path_factory.mktemp("view")
+    # system metrics on (default: only with a GPU), sampled often enough for trials of seconds
+    os.environ["MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"] = "0.5"
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         args = search_args(tmp, "--scheduler", "asha", "--grace-period", "1", "--num-samples", "8",
-                           "--set", f"epochs={EPOCHS}", "--name", "view-asha")  # fmt: skip
+                           "--set", f"epochs={EPOCHS}", "--name", "view-asha",
+                           "--system-metrics")  # fmt: skip
         import contextlib
         import io
 
@@ -144,6 +148,7 @@ def asha_search(tmp_path_factory):
             code = main(args)
     finally:
         ray.shutdown()
+        os.environ.pop("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL")
     assert code == 0, out.getvalue()
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     c, parents, children = child_runs(uri)
@@ -166,6 +171,14 @@ def test_every_child_carries_its_result(asha_search) -> None:
         assert {"history.parquet", "summary.json", "plots"} <= artifacts, run.info.run_name
         summary = json.loads(Path(c.download_artifacts(rid, "summary.json")).read_text())
         assert summary["best_epoch"] == best_epoch and summary["epochs_run"] == len(history)
+
+
+def test_system_metrics_reach_the_trials_runs(asha_search) -> None:
+    """--system-metrics on CPU trials (the default is on only with a GPU). Trials here last about
+    a second, and one ASHA stops at once may end before its first sample: most have some."""
+    sampled = [r for r in asha_search["children"] if "system/cpu_utilization_percentage" in r.data.metrics]
+    assert len(sampled) >= len(asha_search["children"]) // 2
+    assert all(r.data.metrics["system/system_memory_usage_megabytes"] > 0 for r in sampled)
 
 
 def test_stopped_trials_are_tagged_with_the_epochs_they_ran(asha_search) -> None:

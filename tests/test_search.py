@@ -75,6 +75,7 @@ def test_quarter_gpus_run_eight_trials_at_once_and_log_every_epoch(ray_two_fake_
         assert sorted(m.step for m in history) == [0, 1, 2, 3], key
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"history.parquet", "summary.json", "plots"} <= artifacts
+    assert not any(k.startswith("system/") for k in run.data.metrics)  # no real GPU: off by default
 
 
 def test_optuna_evaluates_the_known_good_points_first(ray_two_fake_gpus, tmp_path) -> None:
