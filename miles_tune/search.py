@@ -613,7 +613,7 @@ def export_results(results, plan: SearchPlan) -> dict[str, Any]:  # noqa: ANN001
 
 def summarise(results, plan: SearchPlan) -> dict[str, Any]:  # noqa: ANN001
     """The search in a few figures: trials, errors, and the best trial (config, epoch, metrics, run)."""
-    from miles_tune.trainable import sampled_params
+    from miles_tune.trainable import sampled_params, trial_name
 
     summary: dict[str, Any] = {
         "search": plan.name,
@@ -630,6 +630,7 @@ def summarise(results, plan: SearchPlan) -> dict[str, Any]:  # noqa: ANN001
             {
                 "best_config": trial_config(plan.base, sampled_params(best.config)).to_dict(),
                 "best_trial": best.metrics.get("trial_id"),
+                "best_name": trial_name(plan.args.method, str(best.metrics.get("experiment_tag", ""))),
                 "best_run_id": best.metrics.get("mlflow_run_id"),
                 "best_params": sampled_params(best.config),
                 "best_epoch": best.metrics.get("best_epoch"),
@@ -649,7 +650,7 @@ def format_best(summary: dict[str, Any], plan: SearchPlan) -> str:
     lines = [f"search {summary['search']}: {summary['trials']} trials, {summary['errors']} errored"]
     if "best_trial" in summary:
         lines.append(
-            f"best trial {summary['best_trial']} (epoch {summary['best_epoch']}): "
+            f"best trial {summary['best_name']} ({summary['best_trial']}, epoch {summary['best_epoch']}): "
             + ", ".join(
                 f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                 for k, v in summary["best_params"].items()

@@ -276,7 +276,12 @@ def finish_parent_run(
     if "best_run_id" in tags:  # the way from the search to its best trial, in words and a link
         best = c.get_run(tags["best_run_id"])
         tags["best_run_name"] = best.info.run_name
-        figures = ", ".join(f"{k} {v:.4g}" for k, v in sorted(metrics.items()) if k.startswith("best/"))
+        name = next((k.rsplit("/", 1)[1] for k in metrics if k.startswith("best/val/")), "")
+        figures = ", ".join(  # the selection metric on every split and head, not every figure
+            f"{k.removeprefix('best/')} {v:.4g}"
+            for k, v in sorted(metrics.items(), key=lambda kv: not kv[0].startswith("best/val/"))
+            if k.startswith("best/") and k.endswith(f"/{name}")
+        )
         tags["mlflow.note.content"] = (
             f"Best trial: [{best.info.run_name}](#/experiments/{best.info.experiment_id}/runs/"
             f"{best.info.run_id}?workflowType=machine_learning), selected at epoch "
