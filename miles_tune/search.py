@@ -9,8 +9,10 @@ bound, the dataset's files) before Ray starts; take the search's name lock; chec
 MLflow store answers; connect to Ray and check every trial fits a node; create the MLflow
 experiment and the search's parent run on the driver; run the Tuner (Optuna TPE or random
 search, optional ASHA, fractional GPUs, retries for infrastructure faults only); bring
-every trial's MLflow run up to date; print the best trial and write ``best_config.yaml``
-and ``trials.parquet`` (every trial's per-epoch records).
+every trial's MLflow run up to date; write ``best_config.yaml``, ``trials.parquet`` (every
+trial's per-epoch records) and ``search_space.yaml`` (the space as used), attach them to the
+parent run with the best trial's metrics and run id; print the best trial and the links to
+the search in the MLflow UI.
 """
 
 from __future__ import annotations
@@ -93,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0, help="searcher seed and every trial's training seed")
     p.add_argument("--resume", action="store_true", help="restore the search --name (default: the latest)")
-    p.add_argument("--results", default="runs", help="where best_config.yaml and trials.parquet go")
+    p.add_argument("--results", default="runs", help="folder of the result files (best_config.yaml, ...)")
     p.add_argument(
         "--set",
         action="append",
