@@ -431,6 +431,7 @@ def run_search(plan: SearchPlan, extra_callbacks: list | None = None):  # noqa: 
         if args.system_metrics is not None:
             fixed["system_metrics"] = args.system_metrics
         parent_run_id = None
+        space_used = write_space_used(plan)
         if plan.tracking_uri is not None:
             experiment_id = tracking.ensure_experiment(plan.tracking_uri, args.experiment)
             tags = {
@@ -453,7 +454,7 @@ def run_search(plan: SearchPlan, extra_callbacks: list | None = None):  # noqa: 
                 plan.name,
                 {**tracking.source_tags(), **tags},
                 parent_params(plan),
-                artifacts=[write_space_used(plan)],
+                artifacts=[space_used],
             )
             plan.mlflow_links = tracking.ui_links(
                 plan.tracking_uri, experiment_id, parent_run_id, plan.metric

@@ -91,6 +91,8 @@ def test_optuna_evaluates_the_known_good_points_first(ray_two_fake_gpus, tmp_pat
     assert len(trials) == 3 and all(t.state.name == "COMPLETE" for t in trials)
     assert trials[0].params == pytest.approx({"lr": 1e-3, "tau": 0.2, "mu": 0.5})
     assert trials[1].params == pytest.approx({"lr": 1e-3, "tau": 0.05, "mu": 0.1})
+    files = {p.name for p in plan.results_dir.iterdir()}  # untracked searches write them too
+    assert {"best_config.yaml", "trials.parquet", "search_space.yaml"} <= files
 
 
 def test_real_mlflow_server_as_tracking_uri(ray_two_fake_gpus, tmp_path) -> None:
