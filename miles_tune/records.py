@@ -12,6 +12,7 @@ with three or more modalities, ``no_<modality>`` (the averaged other unimodal he
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,15 +85,21 @@ class EpochRecord:
     def metric(self, split: str, head: str, metric: str) -> float:
         return self.metrics[split][head][metric]
 
+    def metric_value(self, key: str) -> float:
+        """The value of a ``<split>/<head>/<metric>`` key, NaN when the record lacks it (no
+        flat copy of the record: selection asks this of every epoch)."""
+        split, head, metric = key.split("/")
+        return self.metrics.get(split, {}).get(head, {}).get(metric, math.nan)
+
 
 def is_better(candidate: EpochRecord, best: EpochRecord | None, selection: str) -> bool:
     """Whether ``candidate`` replaces ``best`` as the selected epoch: a strictly higher value of
     ``selection`` (a flat key such as ``val/mm/acc``); NaN never wins. The loop, the searcher's
     metric and every MLflow run select epochs with this one rule."""
-    value = candidate.flat().get(selection, float("nan"))
-    if value != value:  # NaN
+    value = candidate.metric_value(selection)
+    if math.isnan(value):
         return False
-    return best is None or value > best.flat().get(selection, float("-inf"))
+    return best is None or value > best.metric_value(selection)
 
 
 def best_metrics(best: EpochRecord, selection: str) -> dict[str, float]:

@@ -168,7 +168,7 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
 
 def short_value(value: Any) -> str:
     """A sampled value as a run name shows it: 3 significant digits, compact exponents (1.2e-3)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or isinstance(value, int):
+    if not isinstance(value, float):  # ints, bools, choices
         return str(value)
     if value == 0 or not math.isfinite(value) or 1e-2 <= abs(value) < 1e4:
         return f"{value:.3g}"
@@ -189,8 +189,9 @@ def run_params(searched: dict[str, Any], config: dict[str, Any]) -> dict[str, st
     return {**{k: str(v) for k, v in searched.items()}, **flatten(config, "config.")}
 
 
-def source_tags(host: str | None = None) -> dict[str, str]:
-    """What MLflow's own runs would carry (the UI's Source and User columns), and the host."""
+def source_tags() -> dict[str, str]:
+    """What MLflow's own runs would carry (the UI's Source and User columns), and this host
+    (a trial's own ``host`` tag, from where it ran, overrides it when the driver closes its run)."""
     try:
         user = getpass.getuser()
     except Exception:  # no user name in some containers
@@ -199,7 +200,7 @@ def source_tags(host: str | None = None) -> dict[str, str]:
         "mlflow.source.name": "miles_tune.search",
         "mlflow.source.type": "LOCAL",
         "mlflow.user": user,
-        "host": host or socket.gethostname(),
+        "host": socket.gethostname(),
     }
     return non_empty(tags)
 

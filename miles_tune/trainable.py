@@ -130,7 +130,7 @@ def run_spec(
         config=train_config,
         searched=searched,
         selection=metric.removeprefix("best/") or None,
-        tags={**source_tags(tags.get("host")), **tracking.get("tags", {}), "trial_name": tune_name, **tags},
+        tags={**source_tags(), **tracking.get("tags", {}), "trial_name": tune_name, **tags},
     )
 
 

@@ -333,7 +333,7 @@ class Trainer:
             extra=self.method.record_extra(),
         )
         if is_better(record, self.best_record(), self.selection_key):
-            self.best_value, self.best_epoch = record.flat()[self.selection_key], epoch
+            self.best_value, self.best_epoch = record.metric_value(self.selection_key), epoch
         self.history.append(record)
         self.epoch += 1
         self.stopped_early = self.method.should_stop()
