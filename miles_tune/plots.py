@@ -19,7 +19,7 @@ import textwrap
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from miles_tune.records import MM, EpochRecord
+from miles_tune.records import MM, EpochRecord, short_value
 
 # Okabe–Ito (colour-blind safe) without its yellow and black, then tab10 hues that are
 # neither grey nor close to the first ones: modalities never get black or grey.
@@ -165,14 +165,6 @@ def _finite(values: Iterable[float]) -> list[float]:
     return [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
 
 
-def _fmt_lr(v: float) -> str:
-    """1.2e-3 (as run names spell it) rather than 0.0012 or 1.20e-03."""
-    if not math.isfinite(v) or v == 0:
-        return f"{v:g}"
-    mantissa, exponent = f"{v:.2e}".split("e")
-    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
-
-
 def _wrap(text: str) -> str:
     """Break a long legend entry at spaces only (so joining lines with spaces restores it)."""
     return textwrap.fill(text, 24, break_long_words=False, break_on_hyphens=False)
@@ -252,7 +244,7 @@ def utilisation_figure(trace: dict[str, Any]):  # -> matplotlib.figure.Figure
             color=colour, clip_on=False, gid="lr_final",
         )  # fmt: skip
     base = trace.get("base_lr")
-    ax_lr.set_ylabel(f"lr ÷ α  (α = {_fmt_lr(base)})" if base is not None else "lr ÷ first lr")
+    ax_lr.set_ylabel(f"lr ÷ α  (α = {short_value(base)})" if base is not None else "lr ÷ first lr")
     if lines:
         from matplotlib.lines import Line2D
 

@@ -8,6 +8,10 @@ MLflow metrics and the analysis scripts all read :meth:`EpochRecord.flat` keys:
 
 Heads are ``mm`` (the fusion head), each modality name (its unimodal head) and,
 with three or more modalities, ``no_<modality>`` (the averaged other unimodal heads).
+
+Also here, as every layer above reads records: the rule that selects an epoch
+(:func:`is_better`), the names of its figures (:func:`best_metrics`), and how a value is
+shown in names and labels (:func:`short_value`).
 """
 
 from __future__ import annotations
@@ -109,3 +113,14 @@ def best_metrics(best: EpochRecord, selection: str) -> dict[str, float]:
     out = {f"best/{selection}": flat[selection], "best_epoch": best.epoch}
     out.update({f"best/{k}": v for k, v in flat.items() if k.startswith("test/")})
     return out
+
+
+def short_value(value: Any) -> str:
+    """A value as names and labels show it (run names, figure axes): 3 significant digits,
+    compact exponents (1.2e-3, not 0.0012 or 1.20e-03)."""
+    if not isinstance(value, float):  # ints, bools, choices
+        return str(value)
+    if value == 0 or not math.isfinite(value) or 1e-2 <= abs(value) < 1e4:
+        return f"{value:.3g}"
+    mantissa, exponent = f"{value:.2e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"

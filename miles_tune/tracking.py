@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import getpass
 import logging
-import math
 import os
 import socket
 import tempfile
@@ -33,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from miles_tune.errors import ConfigError
-from miles_tune.records import EpochRecord, best_metrics, is_better
+from miles_tune.records import EpochRecord, best_metrics, is_better, short_value
 
 log = logging.getLogger("miles_tune.tracking")
 
@@ -164,16 +163,6 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
         else:
             out[key] = str(v)
     return out
-
-
-def short_value(value: Any) -> str:
-    """A sampled value as a run name shows it: 3 significant digits, compact exponents (1.2e-3)."""
-    if not isinstance(value, float):  # ints, bools, choices
-        return str(value)
-    if value == 0 or not math.isfinite(value) or 1e-2 <= abs(value) < 1e4:
-        return f"{value:.3g}"
-    mantissa, exponent = f"{value:.2e}".split("e")
-    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
 
 
 def run_name(trial_name: str, sampled: dict[str, Any]) -> str:
