@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch>=2.2" || echo "torch==2.13.0")
 PYTEST_ARGS ?=
 
-.PHONY: venv demo train mlflow-ui optuna-ui mlflow-shots test test-all lint bench table clean
+.PHONY: venv demo train mlflow-ui optuna-ui mlflow-shots test test-all lint bench table report clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +62,25 @@ bench: venv
 
 table: venv
 	$(BIN)/python analysis/greedy_table.py --seeds 0 1 2 --epochs 40 --out analysis/results/greedy_vector.json
+
+# The paper's artefacts on the built-in data: a small study (unimodal references, MILES and
+# vanilla searched with 2 seeds per configuration, their best configs re-run with 3 seeds,
+# tau, mu and u_source grids around MILES's best) into its own MLflow experiment, then every
+# artefact into analysis/results/report/ (README, "Analysis"). About 15 min on 2 cores.
+STAMP := $(shell date +%Y%m%d-%H%M%S)
+STUDY ?= study-$(STAMP)
+SEARCH = $(BIN)/python -m miles_tune.search --experiment $(STUDY) --verbose 0 --max-concurrent 2
+report: venv
+	$(SEARCH) --method unimodal --set method_args.modality=fast --num-samples 4 --name $(STUDY)-unimodal-fast
+	$(SEARCH) --method unimodal --set method_args.modality=slow --num-samples 4 --name $(STUDY)-unimodal-slow
+	$(SEARCH) --method miles --num-samples 8 --seeds 0,1 --name $(STUDY)-miles
+	$(SEARCH) --method vanilla --num-samples 8 --seeds 0,1 --name $(STUDY)-vanilla
+	$(SEARCH) --method miles --from-best runs/$(STUDY)-miles/best_config.yaml --seeds 0,1,2 --name $(STUDY)-miles-seeds
+	$(SEARCH) --method vanilla --from-best runs/$(STUDY)-vanilla/best_config.yaml --seeds 0,1,2 --name $(STUDY)-vanilla-seeds
+	$(SEARCH) --method miles --from-best runs/$(STUDY)-miles/best_config.yaml --grid tau=0,0.05,0.1,0.2,0.4 --name $(STUDY)-grid-tau
+	$(SEARCH) --method miles --from-best runs/$(STUDY)-miles/best_config.yaml --grid mu=0.05,0.1,0.25,0.5,1 --name $(STUDY)-grid-mu
+	$(SEARCH) --method miles --from-best runs/$(STUDY)-miles/best_config.yaml --grid u_source=train,val --name $(STUDY)-grid-u
+	$(BIN)/python analysis/report.py --experiment $(STUDY) --out analysis/results/report
 
 # The MLflow credentials `ray up` copies to every node of cluster/*.yaml (README, "On a cluster"):
 # written once, mode 600, random password; never overwritten (rotating it: see the README).

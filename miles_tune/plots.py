@@ -5,7 +5,9 @@
 
 1. u per modality, the imbalance δ and, when given, MILES's threshold τ;
 2. the learning rate of every param group as a multiple of α (or of its first rate);
-3. the validation metric per head.
+3. the validation metric of the fused head ``mm`` and of each unimodal head (the ablation
+   heads ``no_<m>``, ``mm_zero_<m>``, ``mm_mean_<m>`` only on request: they are diagnostics
+   of the fused model, not what the trace follows, and would crowd the panel).
 
 Every modality keeps one colour in all three panels (:func:`modality_colours`,
 :func:`series_style`); the fused head ``mm`` and the ``fusion``/``heads`` groups are
@@ -19,7 +21,7 @@ import textwrap
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from miles_tune.records import MM, EpochRecord, short_value
+from miles_tune.records import MEAN_PREFIX, MM, ZEROED_PREFIX, EpochRecord, short_value, without_head
 
 # Okabe–Ito (colour-blind safe) without its yellow and black, then tab10 hues that are
 # neither grey nor close to the first ones: modalities never get black or grey.
@@ -40,6 +42,24 @@ SHARED_COLOURS = {MM: "#000000", "fusion": "#4d4d4d", "heads": "#a0a0a0"}
 OTHER_COLOUR = "#7f7f7f"  # any other name that belongs to no modality
 DELTA_COLOUR = "#000000"
 TAU_COLOUR = "#7f7f7f"
+# Heads named after a modality that are not its unimodal head: the other unimodal heads
+# averaged (``no_<m>``), the fused head with m's features zeroed / set to their training
+# mean. Longest first, so that a name is split at the right prefix.
+ABLATION_PREFIXES = (ZEROED_PREFIX, MEAN_PREFIX, without_head(""))
+ABLATION_LINESTYLES = {without_head(""): ":", ZEROED_PREFIX: "-.", MEAN_PREFIX: (0, (3, 1, 1, 1, 1, 1))}
+
+
+def ablation_of(head: str) -> tuple[str, str] | None:
+    """``(prefix, modality)`` of an ablation head such as ``mm_zero_audio``, else None."""
+    for prefix in ABLATION_PREFIXES:
+        if head.startswith(prefix) and len(head) > len(prefix):
+            return prefix, head[len(prefix) :]
+    return None
+
+
+def is_main_head(head: str) -> bool:
+    """The fused head or a unimodal head: what the trace shows by default."""
+    return ablation_of(head) is None
 
 
 def modality_colours(modalities: Iterable[str]) -> dict[str, str]:
@@ -60,14 +80,17 @@ def series_style(name: str, colours: dict[str, str]) -> dict[str, str]:
 
     ``<m>`` (u, encoder group, unimodal head): m's colour, solid; ``head_<m>`` (its own
     head group): m's colour, dashed; ``no_<m>`` (the heads without m): m's colour, dotted;
-    ``mm``, ``fusion``, ``heads``: black / greys, solid; anything else: grey, dash-dot.
+    ``mm_zero_<m>`` / ``mm_mean_<m>`` (the fused head without m's features): m's colour,
+    dash-dot / dash-dot-dot; ``mm``, ``fusion``, ``heads``: black / greys, solid; anything
+    else: grey, dash-dot.
     """
     if name in colours:
         return {"color": colours[name], "linestyle": "-"}
     if name.startswith("head_") and name[len("head_") :] in colours:
         return {"color": colours[name[len("head_") :]], "linestyle": "--"}
-    if name.startswith("no_") and name[len("no_") :] in colours:
-        return {"color": colours[name[len("no_") :]], "linestyle": ":"}
+    ablation = ablation_of(name)
+    if ablation is not None and ablation[1] in colours:
+        return {"color": colours[ablation[1]], "linestyle": ABLATION_LINESTYLES[ablation[0]]}
     if name in SHARED_COLOURS:
         return {"color": SHARED_COLOURS[name], "linestyle": "-"}
     return {"color": OTHER_COLOUR, "linestyle": "-."}
@@ -102,7 +125,8 @@ def lr_bundles(series: dict[str, list[float]]) -> list[list[str]]:
 
 
 def _modalities(records: list[EpochRecord]) -> list[str]:
-    """The modalities in model order: the u keys, then any unimodal head not yet seen."""
+    """The modalities in model order: the u keys, then any unimodal head not yet seen
+    (neither ``mm`` nor an ablation head)."""
     out: list[str] = []
     for r in records:
         for m in r.u:
@@ -110,7 +134,7 @@ def _modalities(records: list[EpochRecord]) -> list[str]:
                 out.append(m)
     for r in records:
         for h in r.metrics.get("val", {}):
-            if h != MM and not h.startswith("no_") and h not in out:
+            if h != MM and is_main_head(h) and h not in out:
                 out.append(h)
     return out
 
@@ -129,8 +153,12 @@ def utilisation_trace(
     title: str = "",
     tau: float | None = None,
     base_lr: float | None = None,
+    ablation_heads: bool = False,
 ) -> dict[str, Any]:
     """Series per epoch: u per modality, δ, lr per group, validation metric per head.
+
+    ``val`` holds ``mm`` and the unimodal heads; ``ablation_heads`` adds ``no_<m>``,
+    ``mm_zero_<m>`` and ``mm_mean_<m>`` (e.g. to see how much the fused head loses without m).
 
     ``lr_mult`` is each group's rate divided by ``base_lr`` (α) or, when ``base_lr`` is
     None, by the group's first finite non-zero rate (``lr_ref`` holds the divisors).
@@ -155,7 +183,11 @@ def utilisation_trace(
         "lr_ref": ref,
         "lr_mult": lr_mult,
         "lr_bundles": lr_bundles(lr_mult),
-        "val": {h: [_float(v.get(h, {}).get(metric)) for v in val] for h in _keys(val)},
+        "val": {
+            h: [_float(v.get(h, {}).get(metric)) for v in val]
+            for h in _keys(val)
+            if ablation_heads or is_main_head(h)
+        },
         "metric": metric,
         "title": title,
     }

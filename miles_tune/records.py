@@ -6,12 +6,23 @@ MLflow metrics and the analysis scripts all read :meth:`EpochRecord.flat` keys:
     epoch, loss/<term>, <split>/<head>/<metric>, u/<modality>, delta, lr/<group>,
     epoch_seconds, samples_per_second, <method>/<name> (method extras)
 
-Heads are ``mm`` (the fusion head), each modality name (its unimodal head) and,
-with three or more modalities, ``no_<modality>`` (the averaged other unimodal heads).
+Heads are ``mm`` (the fusion head), each modality name (its unimodal head),
+with three or more modalities ``no_<modality>`` (the averaged other unimodal heads), and
+for every modality m the fusion head with m missing (:func:`zeroed_head`,
+:func:`mean_head`), which the loop records for train, val and test:
+
+- ``mm_zero_<m>``: the fusion head with z_m (m's fused features) set to 0;
+- ``mm_mean_<m>``: the fusion head with z_m set to its mean over the training split, under
+  the same weights (what the model predicts when m carries no per-sample information).
+
+They carry every metric of ``mm``, loss included (e.g. ``test/mm_zero_audio/acc``,
+``val/mm_mean_video/loss``). A unimodal head predicts from m alone; these show what the
+fused head loses without m.
 
 Also here, as every layer above reads records: the rule that selects an epoch
-(:func:`is_better`), the names of its figures (:func:`best_metrics`), and how a value is
-shown in names and labels (:func:`short_value`).
+(:func:`is_better`: higher value, then lower loss of the same head, then the later epoch;
+:func:`rank_key` orders whole trials by the same rule), the names of its figures
+(:func:`best_metrics`), and how a value is shown in names and labels (:func:`short_value`).
 """
 
 from __future__ import annotations
@@ -30,6 +41,26 @@ def metric_key(split: str, head: str, metric: str) -> str:
 
 def without_head(modality: str) -> str:
     return f"no_{modality}"
+
+
+ZEROED_PREFIX = "mm_zero_"
+MEAN_PREFIX = "mm_mean_"
+
+
+def zeroed_head(modality: str) -> str:
+    """The fusion head with ``modality``'s features set to 0: ``mm_zero_<m>``."""
+    return f"{ZEROED_PREFIX}{modality}"
+
+
+def mean_head(modality: str) -> str:
+    """The fusion head with ``modality``'s features set to their training mean: ``mm_mean_<m>``."""
+    return f"{MEAN_PREFIX}{modality}"
+
+
+def is_missing_modality_head(head: str) -> bool:
+    """Whether ``head`` is a fusion head with one modality missing (not a modality's own head:
+    readers that find modalities among head names must skip these)."""
+    return head.startswith((ZEROED_PREFIX, MEAN_PREFIX))
 
 
 @dataclass
@@ -96,21 +127,55 @@ class EpochRecord:
         return self.metrics.get(split, {}).get(head, {}).get(metric, math.nan)
 
 
+def tie_break_key(selection: str) -> str:
+    """The key that breaks a tie of ``selection`` (``<split>/<head>/<metric>``): the same head's
+    loss on the same split, ``<split>/<head>/loss``. Lower is better."""
+    parts = selection.split("/")
+    if len(parts) != 3:
+        raise ValueError(f"a selection key is <split>/<head>/<metric>, got {selection!r}")
+    return metric_key(parts[0], parts[1], "loss")
+
+
+def rank_key(value: float, loss: float) -> tuple[float, float]:
+    """Sort key for an epoch (or a trial, by its best epoch) with selection ``value`` and
+    tie-break ``loss``: ascending order puts the best first. Higher value first; on equal value
+    lower loss first; a NaN value sorts last, a NaN loss after every finite one (NaN compares
+    unordered, so it is mapped to +inf rather than left to break ``sorted``)."""
+    v = math.inf if math.isnan(value) else -value
+    return v, math.inf if math.isnan(loss) else loss
+
+
 def is_better(candidate: EpochRecord, best: EpochRecord | None, selection: str) -> bool:
-    """Whether ``candidate`` replaces ``best`` as the selected epoch: a strictly higher value of
-    ``selection`` (a flat key such as ``val/mm/acc``); NaN never wins. The loop, the searcher's
-    metric and every MLflow run select epochs with this one rule."""
+    """Whether ``candidate`` replaces ``best`` as the selected epoch. ``candidate`` is the later
+    epoch (records are offered in epoch order).
+
+    The rule (:func:`rank_key`): a higher value of ``selection`` (a flat key such as
+    ``val/mm/acc``) wins; on an equal value the lower loss of the same head and split
+    (:func:`tie_break_key`, e.g. ``val/mm/loss``) wins, a NaN loss losing to a finite one; on a
+    tie of both (or both losses missing/NaN) the later epoch, ``candidate``, wins. A NaN value
+    never wins. Why: on saturated data the metric ties often (val acc 1.0 from an early epoch on)
+    while the model still improves, which the loss shows. The loop, the searcher's metric and
+    every MLflow run select epochs with this one rule."""
     value = candidate.metric_value(selection)
     if math.isnan(value):
         return False
-    return best is None or value > best.metric_value(selection)
+    if best is None:
+        return True
+    loss = tie_break_key(selection)
+    return rank_key(value, candidate.metric_value(loss)) <= rank_key(
+        best.metric_value(selection), best.metric_value(loss)
+    )
 
 
 def best_metrics(best: EpochRecord, selection: str) -> dict[str, float]:
     """The selected epoch's figures under their ``best/`` names: ``best/<selection>`` (what a
-    search maximises), ``best/test/*`` (what a paper reports) and ``best_epoch``."""
+    search maximises), ``best/<tie_break_key(selection)>`` (e.g. ``best/val/mm/loss``: what breaks
+    a tie between trials, NaN when the record lacks it), ``best/test/*`` (what a paper reports)
+    and ``best_epoch``."""
     flat = best.flat()
     out = {f"best/{selection}": flat[selection], "best_epoch": best.epoch}
+    loss = tie_break_key(selection)
+    out[f"best/{loss}"] = best.metric_value(loss)
     out.update({f"best/{k}": v for k, v in flat.items() if k.startswith("test/")})
     return out
 

@@ -3,6 +3,15 @@
     python -m miles_tune.search                                   # small search on built-in data
     python -m miles_tune.search --dataset mmimdb --num-samples 80 --address auto
     python -m miles_tune.search --resume                          # finish the latest interrupted one
+    python -m miles_tune.search --seeds 0,1,2 --num-samples 8     # 8 configurations x 3 training seeds
+    python -m miles_tune.search --grid tau=0.1,0.3 --set lr=1e-3 --set mu=0.5   # exactly these values
+    python -m miles_tune.search --from-best runs/<search>/best_config.yaml --seeds 0,1,2
+
+``--grid`` runs the named values (their cross product) once each, every other searched
+parameter fixed by ``--set`` or ``--from-best``; ``--seeds`` runs every configuration once per
+training seed (the trial's param ``seed``; Optuna sees the mean over the seeds); ``--from-best``
+fixes every searched parameter to a finished search's best trial (``--set`` and ``--grid`` win).
+The parent run's tag ``stage`` says which: grid, unimodal, seeds or search.
 
 Flow: parse and validate everything (arguments, the dataset's search space, every
 bound, the dataset's files) before Ray starts; take the search's name lock; check the
@@ -18,25 +27,31 @@ the search in the MLflow UI.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
+import itertools
 import logging
 import math
 import re
 import secrets
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from miles_tune.cli import apply_overrides, check_config
+from miles_tune.cli import apply_overrides, check_config, parse_value
+from miles_tune.config import SEED_LIMIT, TrainConfig
 from miles_tune.errors import ConfigError
 from miles_tune.spaces import SearchSpace, load_search_space, trial_config
+from miles_tune.value_types import show
 
 log = logging.getLogger("miles_tune.search")
 SEARCHERS = ("optuna", "random")
 SCHEDULERS = ("none", "asha")
+#: settings a --grid cannot vary: they name the search itself (its tags, its data, its heads)
+NOT_GRIDDED = ("dataset", "data", "method", "method_args", "fusion", "encoders", "device")
 #: a search's name becomes a folder and an MLflow tag: no separators, no quotes, no spaces
 NAME_PATTERN = re.compile(r"[A-Za-z0-9._-]+")
 LOCK_FILE = ".miles_tune.lock"
@@ -58,6 +73,29 @@ class SearchPlan:
     tracking_uri: str | None
     results_dir: Path
     mlflow_links: dict[str, str] | None = None  # where the MLflow UI shows it, once it has a run
+    searcher: str = "optuna"  # optuna, random, or grid (--grid, or nothing left to search)
+    grid: dict[str, list[Any]] = field(default_factory=dict)  # --grid: name -> values, in order
+    seeds: list[int] | None = None  # --seeds: every configuration runs once per training seed
+    stage: str = "search"  # grid, unimodal, seeds or search: what the analysis files it under
+    from_trial: str | None = None  # --from-best: the best trial of the file
+
+    @property
+    def configurations(self) -> int:
+        """How many distinct configurations run (before the seeds)."""
+        return math.prod(len(v) for v in self.grid.values()) if self.grid else self.num_samples
+
+    @property
+    def trials(self) -> int:
+        """How many trials the whole search runs: every configuration once per seed."""
+        return self.configurations * len(self.seeds or [None])
+
+    @property
+    def tune_num_samples(self) -> int:
+        """Tune's num_samples: a grid (and BasicVariantGenerator's seed grid) multiplies it by
+        itself; the Repeater takes every trial, the repeats included."""
+        if self.searcher == "optuna" and self.seeds:
+            return self.num_samples * len(self.seeds)
+        return self.num_samples
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,7 +131,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--name",
         help="this search's name: letters, digits, . _ - (default: <dataset>-<method>-<fusion>-<time>-<id>)",
     )
-    p.add_argument("--seed", type=int, default=0, help="searcher seed and every trial's training seed")
+    p.add_argument(
+        "--seed", type=int, default=0, help="searcher seed, and every trial's training seed unless --seeds"
+    )
+    p.add_argument(
+        "--seeds",
+        metavar="S1,S2,...",
+        help="run every configuration once per training seed (the trial's param seed); "
+        "Optuna sees each configuration's mean over the seeds",
+    )
+    p.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="NAME=V1,V2,...",
+        help="run exactly these values of a searched parameter, training setting or method argument "
+        "(repeatable: the cross product), each once, with Tune's grid search; every other searched "
+        "parameter must be fixed (--set or --from-best); --searcher is then not used",
+    )
+    p.add_argument(
+        "--from-best",
+        metavar="PATH",
+        help="fix every searched parameter to the best trial of a best_config.yaml (--set and --grid win)",
+    )
     p.add_argument("--resume", action="store_true", help="restore the search --name (default: the latest)")
     p.add_argument("--results", default="runs", help="folder of the result files (best_config.yaml, ...)")
     p.add_argument(
@@ -101,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a fixed training setting, e.g. epochs=5 or data.n_train=500",
+        help="override a fixed training setting or method argument, e.g. epochs=5, data.n_train=500, mu=0.5",
     )
     p.add_argument("--verbose", type=int, default=1, help="Tune verbosity 0-3")
     return p
@@ -141,6 +201,131 @@ def latest_search(storage: str, prefix: str) -> str | None:
     return found[-1].name if found else None
 
 
+def train_fields() -> set[str]:
+    return {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+def method_args_by_name(overrides: dict[str, Any], method: str, searched: dict[str, Any]) -> dict[str, Any]:
+    """``--set mu=0.5`` means ``method_args.mu``: a method argument is set by its bare name, as
+    ``--grid`` and the search space name it (an explicit ``method_args.mu`` still wins)."""
+    from miles_tune.balance import METHODS
+
+    fields, accepted = train_fields(), METHODS.accepted_kwargs(method)
+    moved = {k: v for k, v in overrides.items() if k not in fields and (k in searched or k in accepted)}
+    if not moved:
+        return overrides
+    out = {k: v for k, v in overrides.items() if k not in moved}
+    out["method_args"] = {**moved, **out.get("method_args", {})}
+    return out
+
+
+def parse_grid(pairs: list[str], method: str, searched: dict[str, Any]) -> dict[str, list[Any]]:
+    """``--grid NAME=V1,V2``: name -> values, each value parsed as a ``--set`` value is."""
+    from miles_tune.balance import METHODS
+
+    fields, accepted = train_fields(), METHODS.accepted_kwargs(method)
+    grid: dict[str, list[Any]] = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        name = name.strip()
+        if not sep or not name or not text.strip():
+            raise ConfigError(f"--grid expects NAME=V1,V2,... (e.g. tau=0.1,0.3), got {pair!r}")
+        if "." in name:
+            raise ConfigError(
+                f"--grid {name}: dotted keys are not supported; grid a searched parameter, a training "
+                "setting or a method argument by its name (tau, lr, u_source)"
+            )
+        if name in NOT_GRIDDED:
+            raise ConfigError(f"--grid {name}: one value per search; run one search per value")
+        if name not in searched and name not in fields and accepted and name not in accepted:
+            raise ConfigError(
+                f"--grid {name}: neither a searched parameter ({', '.join(searched) or 'none'}), "
+                f"a training setting nor an argument of {method!r}"
+            )
+        if name in grid:
+            raise ConfigError(f"--grid {name}: given twice; list every value in one --grid {name}=...")
+        values: list[Any] = []
+        for piece in (t.strip() for t in text.split(",")):
+            if not piece:
+                raise ConfigError(f"--grid {name}: an empty value in {text!r}")
+            try:
+                value = parse_value(piece, name)
+            except ConfigError as exc:  # its message names --set
+                raise ConfigError(str(exc).replace("--set", "--grid", 1)) from None
+            if isinstance(value, (list, dict)):
+                raise ConfigError(f"--grid {name}: {piece!r} is not a single value")
+            if value in values:
+                raise ConfigError(f"--grid {name}: {piece!r} is given twice")
+            values.append(value)
+        grid[name] = values
+    return grid
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``--seeds 0,1,2``: distinct training seeds in TrainConfig's range, at least one."""
+    seeds: list[int] = []
+    for piece in (t.strip() for t in text.split(",")):
+        try:
+            seed = int(piece)
+        except ValueError:
+            raise ConfigError(f"--seeds {text!r}: expected integers such as 0,1,2, got {piece!r}") from None
+        if not 0 <= seed < SEED_LIMIT:
+            raise ConfigError(f"--seeds: {seed} is outside [0, 2**32)")
+        if seed in seeds:
+            raise ConfigError(f"--seeds: {seed} is given twice")
+        seeds.append(seed)
+    return seeds
+
+
+def read_best(
+    path_text: str, method: str, dataset: str, searched: dict[str, Any]
+) -> tuple[dict[str, Any], str | None]:
+    """A ``best_config.yaml``'s value of every searched parameter, as overrides (TrainConfig
+    fields at the top, the rest under ``method_args``), and the trial it came from."""
+    flag = f"--from-best {path_text}"
+    try:
+        raw = yaml.safe_load(Path(path_text).expanduser().read_text())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{flag}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{flag}: not valid YAML ({' '.join(str(exc).split())})") from None
+    config = raw.get("config") if isinstance(raw, dict) else None
+    if not isinstance(config, dict):
+        raise ConfigError(f"{flag}: no 'config' mapping (expected a best_config.yaml as a search writes it)")
+    if config.get("method") != method:
+        raise ConfigError(
+            f"{flag}: its config is for method {show(config.get('method'))}, not --method {method}"
+        )
+    if config.get("dataset") != dataset:
+        raise ConfigError(f"{flag}: its config is for dataset {show(config.get('dataset'))}, not {dataset!r}")
+    method_args = config.get("method_args") or {}
+    if not isinstance(method_args, dict):
+        raise ConfigError(f"{flag}: its method_args is not a mapping, got {show(method_args)}")
+    fields = train_fields()
+    values: dict[str, Any] = {}
+    for name in searched:
+        source, where = (config, name) if name in fields else (method_args, f"method_args.{name}")
+        if name not in source:
+            raise ConfigError(f"{flag}: its config has no {where}, which this space searches")
+        if name in fields:
+            values[name] = source[name]
+        else:
+            values.setdefault("method_args", {})[name] = source[name]
+    trial = raw.get("best_trial")
+    return values, None if trial is None else str(trial)
+
+
+def check_trial(base: dict[str, Any], params: dict[str, Any]) -> TrainConfig:
+    """A trial's full config, checked as the trial would: every setting, named as typed
+    (``method_args.tau``, ``data.n_train``), and the method built from its arguments."""
+    from miles_tune.balance import create_method
+
+    cfg = trial_config(base, params)
+    check_config(cfg)
+    create_method(cfg.method, **cfg.method_args)
+    return cfg
+
+
 def plan_search(argv: list[str] | None = None) -> SearchPlan:
     """Parse and validate, before Ray starts; raises ConfigError naming the flag, key or file."""
     from miles_tune.tracking import normalise_tracking_uri
@@ -149,34 +334,70 @@ def plan_search(argv: list[str] | None = None) -> SearchPlan:
     space = load_search_space(args.space or args.dataset)
     if args.space is None and space.dataset != args.dataset:
         raise ConfigError(f"{space.path} is for dataset {space.dataset!r}, not {args.dataset!r}")
-    space.method(args.method)  # refuses a method the space does not cover
+    ms = space.method(args.method)  # refuses a method the space does not cover
     overrides = apply_overrides({}, args.set)
     for key in ("data", "method_args", "encoders"):
         if key in overrides and not isinstance(overrides[key], dict):
             raise ConfigError(
                 f"--set {key}=...: {key} holds named entries; set one with --set {key}.NAME=VALUE"
             )
-    # a --set of a searched parameter fixes it: it leaves the space (and the points)
-    fixed_now = {k for k in overrides if k in space.method(args.method).params}
-    fixed_now |= {k for k in overrides.get("method_args", {}) if k in space.method(args.method).params}
+    overrides = method_args_by_name(overrides, args.method, ms.params)
+    grid = parse_grid(args.grid, args.method, ms.params)
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else None
+    if seeds is not None and "seed" in overrides:
+        raise ConfigError("--seeds sets every trial's training seed: drop --set seed=...")
+    if seeds is not None and "seed" in grid:
+        raise ConfigError("--grid seed and --seeds both vary the training seed: pass one of them")
+    if seeds is not None and args.scheduler != "none":
+        raise ConfigError(
+            f"--seeds compares configurations over whole runs: --scheduler {args.scheduler} would stop "
+            "some seeds early; run it without a scheduler"
+        )
+    from_trial = None
+    if args.from_best is not None:  # below every --set: an explicit --set wins
+        best, from_trial = read_best(args.from_best, args.method, space.dataset, ms.params)
+        overrides = {
+            **best,
+            **overrides,
+            "method_args": {**best.get("method_args", {}), **overrides.get("method_args", {})},
+        }
+    for name in grid:  # a grid value wins over --set and --from-best
+        overrides.pop(name, None)
+        overrides.get("method_args", {}).pop(name, None)
+    # a searched parameter set here (or gridded) is fixed: it leaves the space (and the points)
+    fixed_now = {k for k in ms.params if k in overrides or k in overrides.get("method_args", {}) or k in grid}
     space.fix(args.method, fixed_now)
+    params = ms.params
+    if grid and params:
+        raise ConfigError(
+            f"--grid {','.join(grid)}: every other searched parameter must be fixed (--set or --from-best); "
+            f"still searched: {', '.join(sorted(params))}"
+        )
     base = space.base_config(args.method, args.fusion, args.seed, overrides)
     for key in ("data_root", "cache_dir"):  # trials run in other working directories
         value = base["data"].get(key)
         if value and "://" not in str(value):
             base["data"][key] = str(Path(value).expanduser().resolve())
-    # one full trial config at the space's first point (or its lower bounds) must be valid
-    params = space.method(args.method).params
-    probe = (
-        space.method(args.method).points[0]
-        if space.method(args.method).points
-        else {k: p.candidates()[0] for k, p in params.items()}
-    )
-    from miles_tune.balance import create_method
-
-    cfg = trial_config(base, probe)
-    check_config(cfg)  # every setting, named as typed (method_args.tau, data.n_train)
-    create_method(cfg.method, **cfg.method_args)
+    # one full trial config at the space's first point (or its lower bounds) must be valid, at
+    # every grid point
+    probe = ms.points[0] if ms.points else {k: p.candidates()[0] for k, p in params.items()}
+    combos = [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
+    selections: dict[str, dict[str, Any]] = {}  # the metric each grid point selects epochs by
+    for combo in combos or [{}]:
+        try:
+            cfg = check_trial(base, {**probe, **combo})
+        except ConfigError as exc:
+            if not combo:
+                raise
+            shown = ", ".join(f"{k}={show(v)}" for k, v in combo.items())
+            raise ConfigError(f"--grid {shown}: {exc}") from None
+        head = "mm" if cfg.method != "unimodal" else cfg.method_args["modality"]
+        selections.setdefault(f"best/val/{head}/{cfg.metric}", combo)
+    if len(selections) > 1:
+        raise ConfigError(
+            f"--grid {','.join(grid)}: every grid point must select epochs by one metric, "
+            f"got {', '.join(selections)}; run one search per value"
+        )
     # the dataset's options and files (stat and small headers only), and the metric for its task
     from miles_tune.data import probe_dataset
     from miles_tune.metrics import check_metric
@@ -184,9 +405,24 @@ def plan_search(argv: list[str] | None = None) -> SearchPlan:
     found = probe_dataset(cfg.dataset, **cfg.data)
     check_metric(cfg.metric or found.default_metric, found.task)
 
-    num_samples = args.num_samples if args.num_samples is not None else space.num_samples
+    searcher = "grid" if grid or not params else args.searcher
+    if searcher == "grid":  # every trial is given: one sample of the grid (or of the one config)
+        if args.num_samples not in (None, 1):
+            why = "--grid runs each grid point once" if grid else "every searched parameter is fixed"
+            raise ConfigError(f"--num-samples {args.num_samples}: {why}; to repeat runs, pass --seeds")
+        num_samples = 1
+    else:
+        num_samples = args.num_samples if args.num_samples is not None else space.num_samples
     if num_samples < 1:
         raise ConfigError(f"--num-samples must be >= 1, got {num_samples}")
+    if grid:
+        stage = "grid"
+    elif args.method == "unimodal":
+        stage = "unimodal"
+    elif seeds is not None and not params:
+        stage = "seeds"
+    else:
+        stage = "search"
     gpus = args.gpus_per_trial if args.gpus_per_trial is not None else space.resources["gpus_per_trial"]
     cpus = args.cpus_per_trial if args.cpus_per_trial is not None else space.resources["cpus_per_trial"]
     for flag, value in (("--gpus-per-trial", gpus), ("--cpus-per-trial", cpus)):
@@ -208,32 +444,40 @@ def plan_search(argv: list[str] | None = None) -> SearchPlan:
         if name is None:
             raise ConfigError(f"--resume: no search named {prefix}-* under {storage}")
     name = check_name(name) if name is not None else default_name(prefix)
-    selection_head = "mm" if cfg.method != "unimodal" else cfg.method_args["modality"]
     return SearchPlan(
         args=args,
         space=space,
         base=base,
         name=name,
         storage=storage,
-        metric=f"best/val/{selection_head}/{cfg.metric}",
+        metric=next(iter(selections)),
         num_samples=num_samples,
         gpus_per_trial=float(gpus),
         cpus_per_trial=float(cpus),
         tracking_uri=None if args.no_tracking else normalise_tracking_uri(args.tracking_uri),
         results_dir=Path(args.results).resolve() / name,
+        searcher=searcher,
+        grid=grid,
+        seeds=seeds,
+        stage=stage,
+        from_trial=from_trial,
     )
 
 
 def make_searcher(plan: SearchPlan):  # noqa: ANN201
+    """Optuna TPE (in a Repeater with --seeds), or Tune's variant generator for random search and
+    grids; with --seeds, the seed is a grid dimension of the latter, each random sample held
+    constant over it."""
     # known good points first, but never more trials than asked for
     points = plan.space.method(plan.args.method).points[: plan.num_samples]
-    if plan.args.searcher == "random":
+    if plan.searcher in ("random", "grid"):
         from ray.tune.search.basic_variant import BasicVariantGenerator
 
         return BasicVariantGenerator(
             points_to_evaluate=[dict(p) for p in points],
             random_state=plan.args.seed,
             max_concurrent=plan.args.max_concurrent,
+            constant_grid_search=True,
         )
     import optuna
     from ray.tune.search.optuna import OptunaSearch
@@ -243,12 +487,19 @@ def make_searcher(plan: SearchPlan):  # noqa: ANN201
     else:
         db = Path(plan.storage) / plan.name / "optuna.db"
     db.parent.mkdir(parents=True, exist_ok=True)
-    return OptunaSearch(
+    searcher = OptunaSearch(
         points_to_evaluate=[dict(p) for p in points] or None,
         sampler=optuna.samplers.TPESampler(seed=plan.args.seed),
         study_name=plan.name,
         storage=optuna.storages.RDBStorage(f"sqlite:///{db}"),
     )
+    if not plan.seeds:
+        return searcher
+    from ray.tune.search import Repeater
+
+    # Optuna sees one trial per configuration, scored by the mean over its seeds; each repeat's
+    # index (``__trial_index__``) picks its seed (trainable.sampled_params)
+    return Repeater(searcher, repeat=len(plan.seeds), set_index=True)
 
 
 def make_scheduler(plan: SearchPlan):  # noqa: ANN201
@@ -428,20 +679,15 @@ def run_search(plan: SearchPlan, extra_callbacks: list | None = None):  # noqa: 
         connect_ray(plan)
 
         fixed: dict[str, Any] = {"base": plan.base, "metric": plan.metric}
+        if plan.seeds:  # the Repeater's trial index -> the trial's seed (trainable.sampled_params)
+            fixed["seeds"] = list(plan.seeds)
         if args.system_metrics is not None:
             fixed["system_metrics"] = args.system_metrics
         parent_run_id = None
         space_used = write_space_used(plan)
         if plan.tracking_uri is not None:
             experiment_id = tracking.ensure_experiment(plan.tracking_uri, args.experiment)
-            tags = {
-                "dataset": plan.space.dataset,
-                "method": args.method,
-                "fusion": args.fusion,
-                "seed": str(args.seed),
-                "searcher": args.searcher,
-                "scheduler": args.scheduler,
-            }
+            tags = search_tags(plan)
             existing = tracking.find_parent_run(plan.tracking_uri, experiment_id, plan.name)
             if existing is not None and not args.resume:
                 raise ConfigError(
@@ -485,18 +731,50 @@ def run_search(plan: SearchPlan, extra_callbacks: list | None = None):  # noqa: 
     return results
 
 
+def search_tags(plan: SearchPlan) -> dict[str, str]:
+    """The parent run's tags, which every trial's run copies: what was searched and how, and
+    ``stage`` (grid, unimodal, seeds or search), which the analysis files the search under."""
+    args = plan.args
+    tags = {
+        "dataset": plan.space.dataset,
+        "method": args.method,
+        "fusion": args.fusion,
+        "seed": str(args.seed),
+        "searcher": plan.searcher,
+        "scheduler": args.scheduler,
+        "stage": plan.stage,
+    }
+    if plan.grid:
+        tags["grid"] = ",".join(plan.grid)
+    if plan.seeds:
+        tags["seeds"] = ",".join(str(s) for s in plan.seeds)
+    if plan.from_trial is not None:
+        tags["from_trial"] = plan.from_trial
+    return tags
+
+
 def parent_params(plan: SearchPlan) -> dict[str, str]:
     """The parent run's params, named as its children's: each searched parameter with its
-    distribution (``tau`` = ``uniform(0.0, 0.5)``), the fixed config under ``config.``."""
+    distribution (``tau`` = ``uniform(0.0, 0.5)``, a grid's ``grid(0.1, 0.3)``), the fixed config
+    under ``config.``, and the resources each trial was given (after the cluster's check)."""
     from miles_tune.tracking import flatten
 
     params = plan.space.method(plan.args.method).params
-    return {
+    grid = dict(plan.grid)
+    if plan.seeds:
+        grid["seed"] = plan.seeds
+    out = {
         **{k: p.describe() for k, p in params.items()},
+        **{k: f"grid({', '.join(str(v) for v in values)})" for k, values in grid.items()},
         "num_samples": str(plan.num_samples),
         "space": str(plan.space.path),
+        "gpus_per_trial": str(plan.gpus_per_trial),
+        "cpus_per_trial": str(plan.cpus_per_trial),
         **flatten(plan.base, "config."),
     }
+    if plan.args.from_best is not None:
+        out["from_best"] = str(Path(plan.args.from_best).expanduser().resolve())
+    return out
 
 
 def write_space_used(plan: SearchPlan) -> Path:
@@ -545,6 +823,9 @@ def make_tuner(plan: SearchPlan, trainable, fixed: dict[str, Any], extra_callbac
 
     args = plan.args
     param_space = {k: p.to_tune() for k, p in plan.space.method(args.method).params.items()}
+    param_space.update({k: tune.grid_search(v) for k, v in plan.grid.items()})
+    if plan.seeds and plan.searcher != "optuna":  # the Repeater gives Optuna's trials their seeds
+        param_space["seed"] = tune.grid_search(plan.seeds)
     param_space["miles_tune"] = fixed
     return tune.Tuner(
         trainable,
@@ -554,7 +835,7 @@ def make_tuner(plan: SearchPlan, trainable, fixed: dict[str, Any], extra_callbac
             mode="max",
             search_alg=make_searcher(plan),
             scheduler=make_scheduler(plan),
-            num_samples=plan.num_samples,
+            num_samples=plan.tune_num_samples,
             max_concurrent_trials=args.max_concurrent or None,
             trial_name_creator=lambda t: trial_name(args.method, t.experiment_tag),
             trial_dirname_creator=lambda t: f"trial_{t.trial_id}",
@@ -574,8 +855,8 @@ def interrupted(results, plan: SearchPlan) -> bool:  # noqa: ANN001
     """True when fit() returned early (Ctrl-C): fewer trials than asked, or some not terminated."""
     trials = getattr(getattr(results, "_experiment_analysis", None), "trials", None)
     if trials is None:
-        return len(results) < plan.num_samples
-    return len(trials) < plan.num_samples or any(t.status not in ("TERMINATED", "ERROR") for t in trials)
+        return len(results) < plan.trials
+    return len(trials) < plan.trials or any(t.status not in ("TERMINATED", "ERROR") for t in trials)
 
 
 def export_results(results, plan: SearchPlan) -> dict[str, Any]:  # noqa: ANN001
@@ -583,9 +864,21 @@ def export_results(results, plan: SearchPlan) -> dict[str, Any]:  # noqa: ANN001
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from miles_tune.trainable import sampled_params
+    from miles_tune.trainable import TRIAL_INDEX, sampled_params
 
     plan.results_dir.mkdir(parents=True, exist_ok=True)
+    # the same in every row: an untracked search's export says what it was on its own
+    constant = {
+        "search": plan.name,
+        "dataset": plan.space.dataset,
+        "method": plan.args.method,
+        "fusion": plan.args.fusion,
+        "stage": plan.stage,
+        "grid": ",".join(plan.grid),
+        "from_trial": plan.from_trial or "",
+        "gpus_per_trial": plan.gpus_per_trial,
+        "cpus_per_trial": plan.cpus_per_trial,
+    }
     rows: list[dict[str, Any]] = []
     for result in results:
         if result.metrics_dataframe is None:
@@ -598,7 +891,12 @@ def export_results(results, plan: SearchPlan) -> dict[str, Any]:  # noqa: ANN001
         for i, row in enumerate(result.metrics_dataframe.to_dict("records")):
             epoch = row.get("epoch")
             key = ("epoch", epoch) if isinstance(epoch, (int, float)) and epoch == epoch else ("row", i)
-            by_epoch[key] = {"trial_id": trial_id, **{f"config/{k}": v for k, v in params.items()}, **row}
+            by_epoch[key] = {
+                "trial_id": trial_id,
+                **constant,
+                **{f"config/{k}": v for k, v in params.items()},
+                **{k: v for k, v in row.items() if k != f"config/{TRIAL_INDEX}"},  # it is config/seed
+            }
         rows.extend(by_epoch.values())
     columns = list(dict.fromkeys(k for r in rows for k in r))
     table = pa.table({k: [r.get(k) for r in rows] for k in columns}) if rows else pa.table({})
@@ -624,10 +922,7 @@ def summarise(results, plan: SearchPlan) -> dict[str, Any]:  # noqa: ANN001
         "trials": len(results),
         "errors": results.num_errors,
     }
-    try:
-        best = results.get_best_result(metric=plan.metric, mode="max")
-    except RuntimeError:
-        best = None
+    best = best_result(results, plan)
     if best is not None and best.config is not None:
         summary.update(
             {
@@ -645,6 +940,29 @@ def summarise(results, plan: SearchPlan) -> dict[str, Any]:  # noqa: ANN001
             }
         )
     return summary
+
+
+def best_result(results, plan: SearchPlan):  # noqa: ANN001, ANN201 -> ray.tune.Result | None
+    """The best trial by the rule that selects epochs (records.rank_key): the higher searched
+    metric, then the lower loss of the same head at the selected epoch, then the earlier trial.
+    (Tune's get_best_result keeps whichever tied trial it meets first, an order that is not the
+    trials'.) Trials without the metric are skipped."""
+    from miles_tune.records import rank_key, tie_break_key
+
+    loss_key = "best/" + tie_break_key(plan.metric.removeprefix("best/"))
+    ranked = []
+    for order, result in enumerate(results):
+        metrics = result.metrics or {}
+        value = metrics.get(plan.metric)
+        if not isinstance(value, (int, float)):
+            continue
+        loss = metrics.get(loss_key)
+        number, _, _ = str(metrics.get("experiment_tag", "")).partition("_")
+        position = (int(number) if number.isdigit() else math.inf, order)
+        ranked.append(
+            (rank_key(value, loss if isinstance(loss, (int, float)) else math.nan), position, result)
+        )
+    return min(ranked, key=lambda r: r[:2])[2] if ranked else None
 
 
 def format_best(summary: dict[str, Any], plan: SearchPlan) -> str:

@@ -365,6 +365,9 @@ class TrialRun:
                 from mlflow.entities import RunTag
 
                 log_trial_artifacts(c, self.run_id, records, summary, self.spec)
+                seconds = (summary or {}).get("seconds")
+                if isinstance(seconds, (int, float)):  # compute per method, from search_runs alone
+                    _log_metrics(c, self.run_id, {"train_seconds": seconds}, step=0)
                 final = non_empty({**(tags or {}), "error": (error or "")[:5000]})
                 final[SYNCED_TAG] = "true"
                 c.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in final.items()])

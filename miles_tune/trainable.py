@@ -9,7 +9,8 @@ file, a diverging loss) reports :data:`FAILED_KEY` first, so the driver does not
 It trains on CUDA when Ray assigned it a GPU and CUDA is there, on CPU otherwise.
 
 The trial's config holds the sampled parameters at the top level (``lr``, ``tau``, ...)
-and, under ``miles_tune``, the fixed base config and the tracking settings.
+and, under ``miles_tune``, the fixed base config and the tracking settings (and ``--seeds``,
+which a repeat's ``__trial_index__`` picks from: see :func:`sampled_params`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ SUMMARY_FILE = "summary.json"
 #: reported (with the searched metric as NaN) just before a trial raises an error that a retry
 #: would only repeat: a bad setting or file (ConfigError), a diverging loss (NonFiniteLossError)
 FAILED_KEY = "miles_tune/failed"
+#: ray.tune.search.repeater.TRIAL_INDEX (not imported: Ray stays out of ``import miles_tune``)
+TRIAL_INDEX = "__trial_index__"
 
 
 def pick_device() -> str:
@@ -88,7 +91,16 @@ def crash_once_for_tests(epoch: int) -> None:
 
 
 def sampled_params(config: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in config.items() if k != RESERVED}
+    """What this trial runs with, beyond the fixed base: the sampled (or gridded) parameters and,
+    with ``--seeds``, its training ``seed``. Tune's Repeater gives a repeat only its index
+    (:data:`TRIAL_INDEX`): it is mapped to the seed here, the one place the driver, the trial
+    and its MLflow run all read, so each names the seed alike (param, run name, trials.parquet)."""
+    params = {k: v for k, v in config.items() if k not in (RESERVED, TRIAL_INDEX)}
+    if TRIAL_INDEX in config:
+        seeds = (config.get(RESERVED) or {}).get("seeds") or []
+        index = config[TRIAL_INDEX]
+        params["seed"] = seeds[index] if 0 <= index < len(seeds) else index
+    return params
 
 
 def progress_metrics(trainer, record) -> dict[str, Any]:  # noqa: ANN001

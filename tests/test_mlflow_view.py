@@ -53,7 +53,7 @@ def test_run_names_say_method_number_and_what_was_sampled() -> None:
     assert tracking.run_name(trial_name("vanilla", ""), {}) == "vanilla"
 
 
-def test_selection_is_strict_and_nan_never_wins() -> None:
+def test_selection_prefers_higher_then_later_and_nan_never_wins() -> None:
     lr = {"g": 1.0}
     first, tie, better, nan = (
         record(0, 0.5, lr),
@@ -62,14 +62,13 @@ def test_selection_is_strict_and_nan_never_wins() -> None:
         record(3, math.nan, lr),
     )
     assert is_better(first, None, "val/mm/acc")
-    assert not is_better(tie, first, "val/mm/acc")  # the earlier epoch keeps a tie
+    assert is_better(tie, first, "val/mm/acc")  # no loss to break the tie: the later epoch
     assert is_better(better, first, "val/mm/acc")
+    assert not is_better(first, better, "val/mm/acc")
     assert not is_better(nan, None, "val/mm/acc")
-    assert best_metrics(better, "val/mm/acc") == {
-        "best/val/mm/acc": 0.6,
-        "best_epoch": 2,
-        "best/test/mm/acc": 0.5,
-    }
+    got = best_metrics(better, "val/mm/acc")
+    assert math.isnan(got.pop("best/val/mm/loss"))  # these records have no loss
+    assert got == {"best/val/mm/acc": 0.6, "best_epoch": 2, "best/test/mm/acc": 0.5}
 
 
 def test_end_tags_say_who_stopped_a_trial() -> None:

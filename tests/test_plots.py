@@ -21,8 +21,9 @@ ALPHA = 1.2e-3
 MU = 0.5
 
 
-def make_records(modalities, n=12, scaled=(3, 7), split_heads=False, alpha=ALPHA):
-    """A MILES-like run: the first modality's encoder runs at μα in the ``scaled`` epochs."""
+def make_records(modalities, n=12, scaled=(3, 7), split_heads=False, alpha=ALPHA, ablations=False):
+    """A MILES-like run: the first modality's encoder runs at μα in the ``scaled`` epochs;
+    ``ablations`` adds the fused head with each modality zeroed / at its training mean."""
     out = []
     for e in range(n):
         u = {m: 0.5 / (i + 1) - 0.01 * e for i, m in enumerate(modalities)}
@@ -37,6 +38,9 @@ def make_records(modalities, n=12, scaled=(3, 7), split_heads=False, alpha=ALPHA
         val.update({m: {"acc": 0.4 + 0.02 * e / (i + 1)} for i, m in enumerate(modalities)})
         if len(modalities) >= 3:
             val.update({f"no_{m}": {"acc": 0.45 + 0.02 * e} for m in modalities})
+        if ablations:
+            val.update({f"mm_zero_{m}": {"acc": 0.3 + 0.01 * e} for m in modalities})
+            val.update({f"mm_mean_{m}": {"acc": 0.35 + 0.01 * e} for m in modalities})
         out.append(EpochRecord(e, {"total": 1.0}, {"val": val}, u, delta, lr, 1.0, 100.0))
     return out
 
@@ -113,6 +117,25 @@ def test_empty_records_and_missing_values():
     assert math.isnan(trace["val"]["slow"][2]) and math.isnan(trace["delta"][2])
 
 
+@pytest.mark.parametrize("modalities", [["fast", "slow"], ["audio", "video", "text"]])
+def test_ablation_heads_are_neither_modalities_nor_shown_by_default(modalities):
+    records = make_records(modalities, n=3, ablations=True)
+    for r in records:  # a run whose u is missing: modalities come from the heads alone
+        r.u = {}
+    trace = utilisation_trace(records)
+    assert trace["modalities"] == modalities
+    assert set(trace["val"]) == {"mm", *modalities}
+    fig = utilisation_figure(trace)
+    assert {t.get_text() for t in fig.axes[2].get_legend().get_texts()} == {"mm", *modalities}
+
+    every = utilisation_trace(records, ablation_heads=True)
+    assert every["modalities"] == modalities
+    ablations = {f"{p}{m}" for p in ("mm_zero_", "mm_mean_") for m in modalities}
+    ablations |= {f"no_{m}" for m in modalities} if len(modalities) >= 3 else set()
+    assert set(every["val"]) == {"mm", *modalities} | ablations
+    assert every["val"][f"mm_zero_{modalities[0]}"][2] == pytest.approx(0.32)
+
+
 # --- colours --------------------------------------------------------------------------
 
 
@@ -132,6 +155,10 @@ def test_series_style_ties_groups_and_heads_to_their_modality():
     assert series_style("fast", colours) == {"color": colours["fast"], "linestyle": "-"}
     assert series_style("head_fast", colours) == {"color": colours["fast"], "linestyle": "--"}
     assert series_style("no_fast", colours) == {"color": colours["fast"], "linestyle": ":"}
+    zero, mean = series_style("mm_zero_fast", colours), series_style("mm_mean_fast", colours)
+    assert zero["color"] == mean["color"] == colours["fast"]
+    assert len({zero["linestyle"], mean["linestyle"], ":", "-", "--"}) == 5
+    assert series_style("mm_zero_other", colours)["color"] not in colours.values()
     for shared in ("mm", "fusion", "heads"):
         assert series_style(shared, colours)["color"] == SHARED_COLOURS[shared]
     assert series_style("other", colours)["color"] not in colours.values()
@@ -140,7 +167,7 @@ def test_series_style_ties_groups_and_heads_to_their_modality():
 @pytest.mark.parametrize("modalities", [["fast", "slow"], ["audio", "video", "text"]])
 def test_one_colour_per_modality_across_panels(modalities):
     records = make_records(modalities, split_heads=len(modalities) == 3)
-    fig = utilisation_figure(utilisation_trace(records, tau=0.2, base_lr=ALPHA))
+    fig = utilisation_figure(utilisation_trace(records, tau=0.2, base_lr=ALPHA, ablation_heads=True))
     by_label = lines_by_label(fig)
     colours = modality_colours(modalities)
     for m in modalities:

@@ -6,9 +6,18 @@
 
 Both expose ``modality_logits``: each modality's share of the fused logits (W_m z_m + b/M),
 the "fusion slice" scores that OGM's official code uses.
+
+Both are affine in the features (``affine = True``): f(z) = Σ_m W_m z_m + b. The loop's
+missing-modality metrics rely on it. With z_m replaced by a vector μ,
+f(z | z_m := μ) = f(z | z_m := 0) + [f(0, …, μ, …, 0) − f(0, …, 0)], so the fused logits with
+z_m at its training mean follow from the zeroed ones once the mean is known, without keeping
+the features or running the encoders again. A new fusion that is not affine must say
+``affine = False``; the loop then refuses to compute those metrics rather than get them wrong.
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -17,6 +26,8 @@ from miles_tune.registry import Registry
 
 
 class ConcatFusion(nn.Module):
+    affine: ClassVar[bool] = True  # see the module docstring
+
     def __init__(self, in_dims: list[int], num_classes: int) -> None:
         super().__init__()
         self.in_dims = list(in_dims)
@@ -32,6 +43,8 @@ class ConcatFusion(nn.Module):
 
 
 class SumFusion(nn.Module):
+    affine: ClassVar[bool] = True  # see the module docstring
+
     def __init__(self, in_dims: list[int], num_classes: int) -> None:
         super().__init__()
         if len(set(in_dims)) != 1:

@@ -8,8 +8,13 @@
 Each epoch: train on Eq. 3's loss (terms weighted by the balancing method), evaluate
 every head on train, val and test, compute u and δ (Eq. 4-5) on ``u_source``, let the
 method react (MILES changes the encoders' learning rates), and yield the record.
+Evaluation also records the fused head with each modality missing (``mm_zero_<m>``,
+``mm_mean_<m>``; :mod:`miles_tune.records`), from the same encoder pass; the training means
+come from the train split, evaluated first.
 The best epoch is the one with the best validation metric of the method's selection
-head (the multimodal head, except for ``unimodal``); its test metrics are the result.
+head (the multimodal head, except for ``unimodal``), ties going to the lower validation
+loss of that head, then to the later epoch (:func:`~miles_tune.records.is_better`); its test
+metrics are the result.
 
 Command line: ``python -m miles_tune.train --dataset synthetic --method miles --out runs/x``
 (:mod:`miles_tune.cli`; this module knows nothing of it).
@@ -23,6 +28,7 @@ import pickle
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +44,16 @@ from miles_tune.data import MultimodalData, TensorSplit, create_dataset, iterate
 from miles_tune.errors import ConfigError
 from miles_tune.metrics import check_metric, compute_metrics, loss_function, probabilities
 from miles_tune.models import JointFusionModel, create_encoder
-from miles_tune.records import MM, SPLITS, EpochRecord, is_better, metric_key, without_head
+from miles_tune.records import (
+    MM,
+    SPLITS,
+    EpochRecord,
+    is_better,
+    mean_head,
+    metric_key,
+    without_head,
+    zeroed_head,
+)
 
 CHECKPOINT_VERSION = 2  # 2: RNG states as tensors and plain containers (read with weights_only)
 # settings a resumed run may change without changing its results
@@ -185,28 +200,76 @@ def mean_losses(sums: torch.Tensor, n_seen: int, modalities: tuple[str, ...]) ->
     return losses
 
 
+@dataclass
+class SplitEvaluation:
+    """What one evaluation pass gives: the metrics and, when the missing-modality heads were
+    computed, the split's feature means (what val and test use when this is the train split)."""
+
+    metrics: dict[str, dict[str, float]]  # head -> metric -> value
+    feature_means: dict[str, torch.Tensor]  # modality -> (d_m,) float64 on the CPU; {} when not computed
+
+
 @torch.no_grad()
-def evaluate_model(
+def evaluate_split(
     model: JointFusionModel,
     split: Dataset,
     task: str,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     batch_size: int,
     device: torch.device,
-) -> dict[str, dict[str, float]]:
-    """Loss and every metric of every head on one split (eval mode)."""
+    *,
+    missing_modality: bool = True,
+    train_means: Mapping[str, torch.Tensor] | None = None,
+) -> SplitEvaluation:
+    """Loss and every metric of every head on one split (eval mode), in one encoder pass.
+
+    With ``missing_modality``, also the fused head with each modality m missing:
+    ``mm_zero_<m>`` (z_m := 0) and ``mm_mean_<m>`` (z_m := the training mean μ_m).
+    ``train_means`` are the μ_m (the train split's :attr:`SplitEvaluation.feature_means`
+    under the same weights); None means ``split`` is the training split, whose own means are
+    used. Per batch only the zeroed fused logits and the feature sums are kept: as the fusion
+    is affine, the μ-substituted logits are the zeroed ones plus one offset per modality,
+    f(0, …, μ_m, …, 0) − f(0, …, 0), known once the means are (see
+    :mod:`miles_tune.models.fusion`).
+    """
     modalities = model.modalities
+    if missing_modality and not getattr(model.fusion, "affine", False):
+        raise TypeError(
+            f"missing-modality metrics need an affine fusion; {type(model.fusion).__name__} is not "
+            "(set its `affine` class attribute only if f(z) = Σ W_m z_m + b)"
+        )
     model.eval()
     logits: dict[str, list[torch.Tensor]] = {h: [] for h in (MM, *modalities)}
+    zeroed: dict[str, list[torch.Tensor]] = {m: [] for m in modalities} if missing_modality else {}
+    sums: dict[str, torch.Tensor] = {}
     labels: list[torch.Tensor] = []
     for inputs, y in iterate_batches(split, batch_size, device=device):
         out = model(inputs)
         logits[MM].append(out.logits.float().cpu())
         for m in modalities:
             logits[m].append(out.unimodal[m].float().cpu())
+        if missing_modality:
+            z = [out.features[m] for m in modalities]
+            for i, m in enumerate(modalities):
+                without = [torch.zeros_like(f) if j == i else f for j, f in enumerate(z)]
+                zeroed[m].append(model.fusion(without).float().cpu())
+                # batch sums on the device, the running sum in float64 here: exact enough for any N
+                batch_sum = z[i].float().sum(0).cpu().double()
+                sums[m] = batch_sum if m not in sums else sums[m] + batch_sum
         labels.append(y.cpu())
     y_all = torch.cat(labels)
+    n = len(y_all)
     cat = {h: torch.cat(v) for h, v in logits.items()}
+    means: dict[str, torch.Tensor] = {}
+    if missing_modality:
+        means = {m: sums[m] / n for m in modalities}  # n > 0: torch.cat above refuses an empty split
+        reference = means if train_means is None else train_means
+        if set(reference) != set(modalities):
+            raise ValueError(f"training feature means for {sorted(reference)}, need {sorted(modalities)}")
+        offsets = fusion_offsets(model, reference)
+        for m in modalities:
+            cat[zeroed_head(m)] = torch.cat(zeroed[m])
+            cat[mean_head(m)] = cat[zeroed_head(m)] + offsets[m]
     probs = {h: probabilities(v, task) for h, v in cat.items()}
     result = {}
     for head, lg in cat.items():
@@ -216,7 +279,59 @@ def evaluate_model(
         for m in modalities:
             others = torch.stack([probs[o] for o in modalities if o != m]).mean(0)
             result[without_head(m)] = compute_metrics(others, y_all, task)
-    return result
+    return SplitEvaluation(result, means)
+
+
+@torch.no_grad()
+def fusion_offsets(model: JointFusionModel, means: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Per modality m, f(0, …, μ_m, …, 0) − f(0, …, 0) as a (1, C) float32 CPU tensor: what
+    setting z_m from 0 to μ_m adds to an affine fusion's logits, whatever the other features."""
+    param = next(model.fusion.parameters())
+    zeros = [
+        torch.zeros(1, model.feature_dims[m], device=param.device, dtype=param.dtype)
+        for m in model.modalities
+    ]
+    base = model.fusion(zeros)
+    out = {}
+    for i, m in enumerate(model.modalities):
+        with_mean = list(zeros)
+        with_mean[i] = means[m].to(device=param.device, dtype=param.dtype).reshape(1, -1)
+        out[m] = (model.fusion(with_mean) - base).float().cpu()
+    return out
+
+
+def evaluate_model(
+    model: JointFusionModel,
+    split: Dataset,
+    task: str,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    batch_size: int,
+    device: torch.device,
+    *,
+    missing_modality: bool = True,
+    train_means: Mapping[str, torch.Tensor] | None = None,
+) -> dict[str, dict[str, float]]:
+    """Loss and every metric of every head on one split (eval mode): :func:`evaluate_split`'s
+    metrics. ``missing_modality=False`` skips the ``mm_zero_<m>`` / ``mm_mean_<m>`` heads (the
+    methods' side evaluations, and the benchmark's baseline)."""
+    return evaluate_split(
+        model,
+        split,
+        task,
+        loss_fn,
+        batch_size,
+        device,
+        missing_modality=missing_modality,
+        train_means=train_means,
+    ).metrics
+
+
+def weights_version(model: torch.nn.Module) -> tuple[tuple[int, int, int], ...]:
+    """A fingerprint that changes whenever the model's parameters or buffers change: each tensor's
+    identity, storage and in-place version counter (bumped by optimizer steps, ``load_state_dict``
+    and BatchNorm's ``num_batches_tracked``). Tells whether cached training means are still valid."""
+    tensors = [*model.parameters(), *model.buffers()]
+    return tuple((id(t), t.data_ptr(), t._version) for t in tensors)
 
 
 class Trainer:
@@ -255,6 +370,8 @@ class Trainer:
         self.best_epoch: int | None = None
         self.best_value = -math.inf
         self.stopped_early = False
+        # (weights_version, modality -> mean z_m over the train split): see train_feature_means
+        self._train_means: tuple[tuple[tuple[int, int, int], ...], dict[str, torch.Tensor]] | None = None
 
     def build_context(self) -> RunContext:
         """What a method may use beyond the hooks: settings, splits, side-training helpers."""
@@ -279,8 +396,15 @@ class Trainer:
             return mean_losses(sums, n, model.modalities)
 
         def evaluate(model: JointFusionModel, split: str) -> dict[str, dict[str, float]]:
+            # methods read no missing-modality heads: their side evaluations stay as cheap as before
             return evaluate_model(
-                model, self.splits[split], self.data.task, self.loss_fn, cfg.eval_batch_size, self.device
+                model,
+                self.splits[split],
+                self.data.task,
+                self.loss_fn,
+                cfg.eval_batch_size,
+                self.device,
+                missing_modality=False,
             )
 
         return RunContext(
@@ -376,15 +500,36 @@ class Trainer:
         return mean_losses(sums, n_seen, self.modalities), time.perf_counter() - started
 
     def evaluate(self, split: str) -> dict[str, dict[str, float]]:
-        """Loss and every metric of every head on one split (eval mode)."""
-        return evaluate_model(
+        """Loss and every metric of every head on one split (eval mode), the missing-modality
+        heads included (``mm_zero_<m>``, ``mm_mean_<m>``).
+
+        ``mm_mean_<m>`` uses the training split's feature means under the current weights.
+        Evaluating ``train`` computes and keeps them (the loop evaluates it first, so val and
+        test reuse them at no cost); any other split takes them from
+        :meth:`train_feature_means`, which recomputes them if the weights changed since."""
+        version = weights_version(self.model)
+        train_means = None if split == "train" else self.train_feature_means()
+        evaluation = evaluate_split(
             self.model,
             self.splits[split],
             self.data.task,
             self.loss_fn,
             self.config.eval_batch_size,
             self.device,
+            train_means=train_means,
         )
+        if split == "train":
+            self._train_means = (version, evaluation.feature_means)
+        return evaluation.metrics
+
+    def train_feature_means(self) -> dict[str, torch.Tensor]:
+        """Mean fused features z_m per modality over the training split under the current weights
+        (eval mode), float64 on the CPU: from the latest ``train`` evaluation if the weights have
+        not changed since (:func:`weights_version`), else from a fresh one (never stale ones)."""
+        if self._train_means is None or self._train_means[0] != weights_version(self.model):
+            self.evaluate("train")
+        assert self._train_means is not None
+        return self._train_means[1]
 
     # -- results ----------------------------------------------------------------------
     @property
