@@ -946,11 +946,19 @@ def best_result(results, plan: SearchPlan):  # noqa: ANN001, ANN201 -> ray.tune.
     """The best trial by the rule that selects epochs (records.rank_key): the higher searched
     metric, then the lower loss of the same head at the selected epoch, then the earlier trial.
     (Tune's get_best_result keeps whichever tied trial it meets first, an order that is not the
-    trials'.) Trials without the metric are skipped."""
+    trials'.) Trials without the metric are skipped.
+
+    With ``--seeds`` the configurations are ranked, by their mean over seeds (what the searcher
+    saw, and what the analysis selects by), and the best trial of the best one is returned: its
+    ``best_config.yaml`` is then the configuration that ``--from-best ... --seeds`` should re-run."""
+    import json
+    import statistics
+
     from miles_tune.records import rank_key, tie_break_key
+    from miles_tune.trainable import sampled_params
 
     loss_key = "best/" + tie_break_key(plan.metric.removeprefix("best/"))
-    ranked = []
+    configurations: dict[str, list[tuple[float, float, tuple[float, int], Any]]] = {}
     for order, result in enumerate(results):
         metrics = result.metrics or {}
         value = metrics.get(plan.metric)
@@ -959,10 +967,20 @@ def best_result(results, plan: SearchPlan):  # noqa: ANN001, ANN201 -> ray.tune.
         loss = metrics.get(loss_key)
         number, _, _ = str(metrics.get("experiment_tag", "")).partition("_")
         position = (int(number) if number.isdigit() else math.inf, order)
-        ranked.append(
-            (rank_key(value, loss if isinstance(loss, (int, float)) else math.nan), position, result)
-        )
-    return min(ranked, key=lambda r: r[:2])[2] if ranked else None
+        params = {k: v for k, v in sampled_params(result.config or {}).items() if k != "seed"}
+        key = json.dumps(params, sort_keys=True, default=str)
+        loss = loss if isinstance(loss, (int, float)) else math.nan
+        configurations.setdefault(key, []).append((value, loss, position, result))
+    if not configurations:
+        return None
+
+    def mean_rank(trials: list) -> tuple:  # noqa: ANN001
+        value = statistics.fmean(t[0] for t in trials)
+        loss = statistics.fmean(t[1] for t in trials)
+        return rank_key(value, loss), min(t[2] for t in trials)
+
+    best = min(configurations.values(), key=mean_rank)
+    return min(best, key=lambda t: (rank_key(t[0], t[1]), t[2]))[3]
 
 
 def format_best(summary: dict[str, Any], plan: SearchPlan) -> str:

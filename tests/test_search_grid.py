@@ -191,17 +191,22 @@ def test_ties_go_to_the_lower_loss_then_the_earlier_trial(tmp_path) -> None:
     p = plan(tmp_path)
     key, loss = p.metric, "best/val/mm/loss"
 
-    def result(number: int, value: float, tie: float | None = None):  # noqa: ANN202
+    def result(number: int, value: float, tie: float | None = None, seed: int | None = None):  # noqa: ANN202
         metrics = {"experiment_tag": f"{number}_lr=0.1", key: value}
         if tie is not None:
             metrics[loss] = tie
-        return SimpleNamespace(metrics=metrics)
+        config = {"lr": number / 10} if seed is None else {"lr": number // 2 / 10, "seed": seed}
+        return SimpleNamespace(metrics=metrics, config=config)
 
     results = [result(3, 0.9, 0.2), result(1, 0.9, 0.3), result(2, 0.9, 0.2), result(0, math.nan, 0.0)]
     assert best_result(results, p) is results[2]  # the lower loss, then the earlier trial (2 < 3)
     assert best_result([result(1, 0.9), result(0, 0.9, 0.5)], p).metrics["experiment_tag"].startswith("0")
     assert best_result([SimpleNamespace(metrics=None), result(4, 0.5, 1.0)], p).metrics[key] == 0.5
-    assert best_result([SimpleNamespace(metrics={})], p) is None
+    assert best_result([SimpleNamespace(metrics={}, config={})], p) is None
+    # with seeds, configurations rank by their mean over seeds: 0.8 and 0.8 beat 0.9 and 0.5
+    seeded = [result(0, 0.9, 0.1, seed=0), result(1, 0.5, 0.1, seed=1), result(2, 0.8, 0.3, seed=0),
+              result(3, 0.8, 0.2, seed=1)]  # fmt: skip
+    assert best_result(seeded, p) is seeded[3]  # the better of the best configuration's trials
 
 
 # -- real searches -----------------------------------------------------------------------------
