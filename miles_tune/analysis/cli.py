@@ -81,12 +81,15 @@ def load_inputs(args: argparse.Namespace):  # noqa: ANN201 -> report.Inputs
         inputs = Inputs(
             trials, exports=export_files(args.exports), spaces=dict(trials.attrs.get("spaces", {}))
         )
+        inputs.source = "trials.parquet in " + ", ".join(args.exports)
     else:
         from miles_tune.tracking import normalise_tracking_uri
 
         uri = normalise_tracking_uri(args.tracking_uri)
         trials = load_mlflow(uri, args.experiment or ["miles_tune"], **filters)
         inputs = Inputs(trials, tracking_uri=uri, spaces=dict(trials.attrs.get("spaces", {})))
+        names = args.experiment or ["miles_tune"]
+        inputs.source = f"the MLflow experiment{'s' if len(names) > 1 else ''} {', '.join(names)}"
     inputs.run_id = getattr(args, "run_id", None)
     return inputs
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 PLOTTED = ("metric", "points")
+SHARED = {"mm", "all", "gap", "val_mm", "delta"}  # columns that are no modality's
 
 
 def _values(rows: list[dict[str, Any]], key: str, scale: float) -> tuple[list[float], list[float]]:
@@ -27,7 +28,7 @@ HATCHES = {"zero": "//", "mean": "..", "unimodal": ""}  # missing_modality's thr
 def _style(key: str, colours: dict[str, str], i: int) -> dict[str, Any]:
     """A column's colour and hatch: the fused head black, Δ grey, a modality its colour (its
     missing-modality variants hatched: zeroed //, mean-filled .., the other head plain)."""
-    if key in ("mm", "all", "gap"):
+    if key in SHARED - {"delta"}:
         return {"color": "#000000"}
     if key == "delta":
         return {"color": "#bdbdbd", "hatch": "xx"}
@@ -65,11 +66,13 @@ def table_figure(table, path: Path) -> Path:  # noqa: ANN001
         axes[0][0].set_axis_off()
     for ax, (title, rows) in zip(axes.flat, groups, strict=False):
         columns = [c for c in shown_columns(table, rows) if c["kind"] in PLOTTED]
-        mods = [c["key"].split(":")[-1] for c in columns if c["key"] not in ("mm", "all", "gap")]
-        colours = modality_colours(mods)
+        # sorted: a modality has one colour in every figure of a report, whatever the row order
+        colours = modality_colours(sorted({c["key"].split(":")[-1] for c in columns} - SHARED))
         unit = "percent" if any(c["kind"] == "metric" for c in columns) else "points"
         metric = next((r.get("metric") for r in rows if r.get("metric")), "")
         ylabel = f"test {metric} (%)" if unit == "percent" else "points"
+        if any(c["key"].startswith("val") for c in columns):
+            ylabel = f"{metric} (%): test, val dashed"
         numeric_grid = len(labels) == 1 and all(isinstance(r[labels[0]], (int, float)) for r in rows)
         if numeric_grid and len(rows) > 1:
             xs = [float(r[labels[0]]) for r in rows]

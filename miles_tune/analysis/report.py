@@ -27,6 +27,7 @@ class Inputs:
     exports: list[Path] = field(default_factory=list)
     spaces: dict[str, dict[str, Any]] = field(default_factory=dict)  # search -> {name: Param}
     run_id: str | None = None  # dynamics: this run instead of the best MILES run
+    source: str = ""  # where the trials come from, in words (index.md)
 
 
 @dataclass(frozen=True)
@@ -216,8 +217,7 @@ def write_index(out: Path, chosen: list[Artefact], done: dict[str, list[Path] | 
         "# Analysis",
         "",
         f"{len(trials)} trials of {searches} searches"
-        + (f", from {inputs.tracking_uri}" if inputs.tracking_uri else "")
-        + (f", from {', '.join(map(str, inputs.exports))}" if inputs.exports else "")
+        + (f", from {inputs.source}" if inputs.source else "")
         + ".",
         "",
         "| artefact | what it shows | files |",

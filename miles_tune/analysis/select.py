@@ -52,7 +52,12 @@ def mean_std(frame, column: str) -> tuple[float, float]:  # noqa: ANN001
     """Mean and sample standard deviation (0 for one value) of a column's finite values."""
     if column not in frame:
         return math.nan, math.nan
-    values = [float(v) for v in frame[column] if v is not None and math.isfinite(float(v))]
+    return mean_sd([float(v) for v in frame[column] if v is not None])
+
+
+def mean_sd(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value) of the finite ``values``."""
+    values = [v for v in values if math.isfinite(v)]
     if not values:
         return math.nan, math.nan
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0

@@ -22,6 +22,7 @@ from miles_tune.analysis.select import (
     UNIMODAL_KEYS,
     Selected,
     budget,
+    mean_sd,
     mean_std,
     select,
     trial_value,
@@ -162,7 +163,7 @@ def main_table(trials):  # noqa: ANN001, ANN201
                 modality_columns.append(m)
         if len(order) >= 2 and basis:
             diffs = sel.trials[f"test/{order[0]}/{metric}"] - sel.trials[f"test/{order[-1]}/{metric}"]
-            row["delta"], row["delta:std"] = mean_std(diffs.to_frame("d"), "d")
+            row["delta"], row["delta:std"] = mean_sd([float(d) for d in diffs])
             row["stronger"] = order[0]
         else:
             row["delta"], row["delta:std"], row["stronger"] = math.nan, math.nan, ""
@@ -289,10 +290,7 @@ def unimodal_gap_table(trials):  # noqa: ANN001, ANN201
     for key in sorted(merged):
         row = merged[key]
         gaps = [row[c] for c in gap_columns if c in row and math.isfinite(row[c])]
-        row["gap"] = sum(gaps) / len(gaps) if gaps else math.nan
-        row["gap:std"] = (
-            math.sqrt(sum((g - row["gap"]) ** 2 for g in gaps) / (len(gaps) - 1)) if len(gaps) > 1 else 0.0
-        )
+        row["gap"], row["gap:std"] = mean_sd(gaps)
         row["encoders"] = len(gaps)
         out.append(row)
     return _frame(

@@ -37,9 +37,11 @@ val/..., test/...      every head's metrics at the selected epoch (``test/audio/
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-from collections.abc import Iterable, Sequence
+import os
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -419,7 +421,8 @@ def load_history(
 
         with tempfile.TemporaryDirectory() as d:
             try:
-                local = c.download_artifacts(trial["run_id"], "history.parquet", d)
+                with _no_progress_bar():
+                    local = c.download_artifacts(trial["run_id"], "history.parquet", d)
             except Exception as exc:
                 raise AnalysisError(f"run {trial['run_id']} has no history.parquet ({exc})") from None
             return read_history(local)
@@ -435,3 +438,18 @@ def load_history(
                 for r in rows
             ]
     raise AnalysisError(f"no epochs found for trial {trial.get('trial_name') or trial.get('trial_id')}")
+
+
+@contextlib.contextmanager
+def _no_progress_bar() -> Iterator[None]:
+    """MLflow draws a progress bar for every download; a report prints its own summary."""
+    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    old = os.environ.get(key)
+    os.environ[key] = "false"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = old
