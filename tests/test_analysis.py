@@ -171,7 +171,7 @@ def test_main_table_reports_the_validation_best_and_its_test_metric(study) -> No
     assert miles["mm:std"] == pytest.approx(sd)
     # vanilla: selected in its search, reported from the seed re-run of that configuration
     vanilla = block(table, method="vanilla")[0]
-    assert vanilla["reported_from"] == "seeds" and vanilla["n"] == 2
+    assert vanilla["reported_from"] == "re-run" and vanilla["n"] == 2
     assert vanilla["mm"] == pytest.approx(mean(runs["vanilla-seeds"], f"best/test/mm/{METRIC}"))
     # the budget is the selecting searches' own: 4 and 3 trials, every epoch counted
     assert miles["trials"] == 4 and vanilla["trials"] == 3

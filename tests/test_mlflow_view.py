@@ -118,8 +118,9 @@ def test_constant_rates_are_params_and_a_moving_rate_gets_its_whole_line(tmp_pat
     line = {m.step: m.value for m in c.get_metric_history(run.run_id, "lr/a")}
     assert line == {0: 2e-3, 1: 2e-3, 2: 2e-3, 3: 5e-4, 4: 5e-4}
     best = [(m.step, m.value) for m in c.get_metric_history(run.run_id, "best/val/mm/acc")]
-    assert sorted(best) == [(0, 0.5), (1, 0.7), (3, 0.8)]  # logged as it improves, at its epoch
-    assert got.data.metrics["best_epoch"] == 3
+    # logged as it improves, at its epoch; a tie with no loss to break it goes to the later epoch
+    assert sorted(best) == [(0, 0.5), (1, 0.7), (3, 0.8), (4, 0.8)]
+    assert got.data.metrics["best_epoch"] == 4
     assert sorted(m.step for m in c.get_metric_history(run.run_id, "epoch")) == [0, 1, 2, 3, 4]
     assert "gpu_ids" not in got.data.tags and got.data.tags["epochs_run"] == "5"
 
@@ -161,7 +162,9 @@ def test_every_child_carries_its_result(asha_search) -> None:
     for run in children:
         rid, metrics = run.info.run_id, run.data.metrics
         history = {m.step: m.value for m in c.get_metric_history(rid, "val/mm/acc")}
-        best_epoch = max(history, key=lambda e: (history[e], -e))  # the first epoch of the highest
+        loss = {m.step: m.value for m in c.get_metric_history(rid, "val/mm/loss")}
+        # the highest; on a tie the lower validation loss, then the later epoch
+        best_epoch = max(history, key=lambda e: (history[e], -loss[e], e))
         assert metrics["best/val/mm/acc"] == history[best_epoch]
         assert metrics["best_epoch"] == best_epoch
         test = {m.step: m.value for m in c.get_metric_history(rid, "test/mm/acc")}

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 PLOTTED = ("metric", "points")
-SHARED = {"mm", "all", "gap", "val_mm", "delta"}  # columns that are no modality's
+SHARED = {"mm", "all", "gap", "val_mm", "delta", "test", "val"}  # columns that are no modality's
 
 
 def _values(rows: list[dict[str, Any]], key: str, scale: float) -> tuple[list[float], list[float]]:
@@ -28,6 +28,8 @@ HATCHES = {"zero": "//", "mean": "..", "unimodal": ""}  # missing_modality's thr
 def _style(key: str, colours: dict[str, str], i: int) -> dict[str, Any]:
     """A column's colour and hatch: the fused head black, Δ grey, a modality its colour (its
     missing-modality variants hatched: zeroed //, mean-filled .., the other head plain)."""
+    if key in ("val", "val_mm"):  # validation beside test: the same black, hatched
+        return {"color": "#9e9e9e", "hatch": "//"}
     if key in SHARED - {"delta"}:
         return {"color": "#000000"}
     if key == "delta":
@@ -71,9 +73,9 @@ def table_figure(table, path: Path) -> Path:  # noqa: ANN001
         unit = "percent" if any(c["kind"] == "metric" for c in columns) else "points"
         metric = next((r.get("metric") for r in rows if r.get("metric")), "")
         ylabel = f"test {metric} (%)" if unit == "percent" else "points"
-        if any(c["key"].startswith("val") for c in columns):
-            ylabel = f"{metric} (%): test, val dashed"
         numeric_grid = len(labels) == 1 and all(isinstance(r[labels[0]], (int, float)) for r in rows)
+        if any(c["key"].startswith("val") for c in columns):
+            ylabel = f"{metric} (%): test; val " + ("dashed" if numeric_grid and len(rows) > 1 else "grey")
         if numeric_grid and len(rows) > 1:
             xs = [float(r[labels[0]]) for r in rows]
             for i, c in enumerate(columns):

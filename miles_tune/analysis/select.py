@@ -36,7 +36,7 @@ class Selected:
     key: dict[str, Any]
     trials: Any  # pandas.DataFrame: the trials whose test metrics are reported (one per seed)
     searched: Any  # pandas.DataFrame: every trial of the selecting stage in the group (the budget)
-    reported_from: str  # "search" (the selecting trials' own seeds) or "seeds" (a re-run)
+    reported_from: str  # "search" (the selecting trials' own seeds) or "re-run" (a seeds search)
     config_key: str = ""
     params: dict[str, Any] = field(default_factory=dict)
 
@@ -108,7 +108,7 @@ def select(trials, keys: Sequence[str] = JOINT_KEYS, stage: str = "search") -> l
                 key=key,
                 trials=rerun if rerun is not None else chosen,
                 searched=trials[(trials["stage"] == stage) & _matches(trials, key)],
-                reported_from="seeds" if rerun is not None else "search",
+                reported_from="re-run" if rerun is not None else "search",
                 config_key=ckey,
                 params=params,
             )

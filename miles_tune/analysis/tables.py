@@ -172,7 +172,8 @@ def main_table(trials):  # noqa: ANN001, ANN201
         rows.append(row)
     notes = [
         "Test metrics of each method's selected model (best validation metric of the fused head "
-        "over its searches); mean ± std over n seeds; bold: best in its dataset and fusion.",
+        "over its searches); mean ± std over n seeds, those of the search itself or of a re-run "
+        "of the selected configuration (seeds of); bold: best in its dataset and fusion.",
         "Δ = stronger − weaker encoder (lower is more balanced); "
         + "; ".join(f"{d}: stronger by {b}" for d, b in sorted(bases.items()) if b),
         "Budget: the searches that selected (trials, trial-epochs, device-hours = training time "
@@ -188,6 +189,7 @@ def main_table(trials):  # noqa: ANN001, ANN201
             *[_column(m, m, best="max") for m in modality_columns],
             _column("delta", "Δ", best="min"),
             _column("n", "seeds", "int"),
+            _column("reported_from", "seeds of", "text"),
             *_budget_columns(),
         ],
         notes=notes,
