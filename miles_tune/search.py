@@ -419,8 +419,8 @@ def plan_search(argv: list[str] | None = None) -> SearchPlan:
         stage = "grid"
     elif args.method == "unimodal":
         stage = "unimodal"
-    elif seeds is not None and not params:
-        stage = "seeds"
+    elif not params and (seeds is not None or args.from_best is not None):
+        stage = "seeds"  # a re-run of one configuration: never extra search budget
     else:
         stage = "search"
     gpus = args.gpus_per_trial if args.gpus_per_trial is not None else space.resources["gpus_per_trial"]

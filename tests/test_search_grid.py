@@ -122,7 +122,7 @@ def test_stage_follows_what_is_searched(tmp_path) -> None:
         (): "search",
         ("--set", "tau=0.2", *FIXED, "--seeds", "0,1"): "seeds",
         ("--from-best", str(best_file(tmp_path)), "--seeds", "0,1,2"): "seeds",
-        ("--from-best", str(best_file(tmp_path))): "search",
+        ("--from-best", str(best_file(tmp_path))): "seeds",  # a re-run, with its one seed
     }
     for args, stage in cases.items():
         assert plan(tmp_path, *args).stage == stage, args
