@@ -339,6 +339,7 @@ def test_seeds_with_optuna_run_each_configuration_per_seed(local_ray, tmp_path) 
     assert best["config"]["seed"] in (0, 1)
 
 
+@pytest.mark.slow  # the Optuna path above runs by default; this is the same property for random search
 def test_seeds_with_random_search_hold_each_sample_over_the_seeds(local_ray, tmp_path) -> None:
     """A space without known points: each configuration is a random sample, repeated per seed."""
     from miles_tune.search import run_search
@@ -356,6 +357,7 @@ def test_seeds_with_random_search_hold_each_sample_over_the_seeds(local_ray, tmp
     assert_seed_pairs(read_table(p))
 
 
+@pytest.mark.slow
 def test_an_interrupted_seeds_search_resumes_to_every_pair(local_ray, tmp_path) -> None:
     """Stopped between the two seeds of a configuration: the Repeater's groups are restored
     (Tune saves wrapper state), so the resumed search runs the same configuration with the
