@@ -983,6 +983,22 @@ def best_result(results, plan: SearchPlan):  # noqa: ANN001, ANN201 -> ray.tune.
     return min(best, key=lambda t: (rank_key(t[0], t[1]), t[2]))[3]
 
 
+def shown_metrics(metrics: dict[str, float], selection: str) -> dict[str, float]:
+    """What the search prints of its best trial: the selection metric, and that metric on test
+    for the fused head and each unimodal head (best_config.yaml and MLflow hold every figure)."""
+    from miles_tune.records import MM, is_missing_modality_head, without_head
+
+    name = selection.rsplit("/", 1)[-1]
+    out = {selection: metrics[selection]} if selection in metrics else {}
+    for key, value in metrics.items():
+        parts = key.split("/")  # best/test/<head>/<metric>
+        if len(parts) == 4 and parts[1] == "test" and parts[3] == name:
+            head = parts[2]
+            if head == MM or not (head.startswith(without_head("")) or is_missing_modality_head(head)):
+                out[key] = value
+    return out
+
+
 def format_best(summary: dict[str, Any], plan: SearchPlan) -> str:
     from miles_tune.tracking import default_tracking_uri
 
@@ -995,7 +1011,7 @@ def format_best(summary: dict[str, Any], plan: SearchPlan) -> str:
                 for k, v in summary["best_params"].items()
             )
         )
-        for k, v in sorted(summary["best_metrics"].items()):
+        for k, v in sorted(shown_metrics(summary["best_metrics"], plan.metric).items()):
             lines.append(f"  {k:<24} {v:.4f}")
         lines.append(f"wrote best_config.yaml, trials.parquet and search_space.yaml in {plan.results_dir}")
     if plan.mlflow_links:
