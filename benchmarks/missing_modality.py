@@ -8,7 +8,7 @@ Three trainers with one config and one seed, on the synthetic data (vector form:
 
 - ``on``: ``Trainer.run_epoch`` as shipped: train, then evaluate train/val/test with the
   missing-modality heads (two per modality);
-- ``off`` and ``off again``: the same epoch with ``evaluate_model(..., missing_modality=False)``,
+- ``off`` and ``off again``: the same epoch with ``evaluate_split(..., missing_modality=False)``,
   the evaluation from before the change. ``off again`` is an A/A pair: its ratio to ``off`` is
   the noise floor of the same measurement.
 
@@ -50,7 +50,7 @@ from miles_tune.config import TrainConfig  # noqa: E402
 from miles_tune.data import MultimodalData, create_dataset  # noqa: E402
 from miles_tune.records import is_missing_modality_head  # noqa: E402
 from miles_tune.train import Trainer, resolve_device  # noqa: E402
-from miles_tune.train.loop import evaluate_model  # noqa: E402
+from miles_tune.train.loop import evaluate_split  # noqa: E402
 
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "missing_modality.json"
 ON, OFF, OFF_AGAIN = "on", "off", "off again"
@@ -97,7 +97,7 @@ class Timed:
 
     def _plain_evaluate(self, split: str) -> dict[str, dict[str, float]]:
         t = self.trainer
-        return evaluate_model(
+        return evaluate_split(
             t.model,
             t.splits[split],
             t.data.task,
@@ -105,7 +105,7 @@ class Timed:
             t.config.eval_batch_size,
             t.device,
             missing_modality=False,
-        )
+        ).metrics
 
     def epoch(self) -> tuple[float, float]:
         """(epoch seconds, evaluation seconds) of one ``run_epoch``."""

@@ -12,7 +12,7 @@ from miles_tune.metrics import compute_metrics, loss_function, probabilities
 from miles_tune.models.fusion import create_fusion
 from miles_tune.records import SPLITS, EpochRecord, is_missing_modality_head, mean_head, zeroed_head
 from miles_tune.train import Trainer
-from miles_tune.train.loop import evaluate_model
+from miles_tune.train.loop import evaluate_split
 
 CASES = [
     ("concat", ("a", "b"), "multiclass"),
@@ -159,7 +159,7 @@ def test_a_non_affine_fusion_is_refused(monkeypatch) -> None:
     monkeypatch.setattr(type(trainer.model.fusion), "affine", False)
     with pytest.raises(TypeError, match="affine fusion"):
         trainer.evaluate("val")
-    plain = evaluate_model(
+    plain = evaluate_split(
         trainer.model,
         trainer.splits["val"],
         "multiclass",
@@ -167,7 +167,7 @@ def test_a_non_affine_fusion_is_refused(monkeypatch) -> None:
         64,
         trainer.device,
         missing_modality=False,
-    )
+    ).metrics
     assert set(plain) == {"mm", "a", "b"}
 
 

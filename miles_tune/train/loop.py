@@ -300,32 +300,6 @@ def fusion_offsets(model: JointFusionModel, means: Mapping[str, torch.Tensor]) -
     return out
 
 
-def evaluate_model(
-    model: JointFusionModel,
-    split: Dataset,
-    task: str,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    batch_size: int,
-    device: torch.device,
-    *,
-    missing_modality: bool = True,
-    train_means: Mapping[str, torch.Tensor] | None = None,
-) -> dict[str, dict[str, float]]:
-    """Loss and every metric of every head on one split (eval mode): :func:`evaluate_split`'s
-    metrics. ``missing_modality=False`` skips the ``mm_zero_<m>`` / ``mm_mean_<m>`` heads (the
-    methods' side evaluations, and the benchmark's baseline)."""
-    return evaluate_split(
-        model,
-        split,
-        task,
-        loss_fn,
-        batch_size,
-        device,
-        missing_modality=missing_modality,
-        train_means=train_means,
-    ).metrics
-
-
 def weights_version(model: torch.nn.Module) -> tuple[tuple[int, int, int], ...]:
     """A fingerprint that changes whenever the model's parameters or buffers change: each tensor's
     identity, storage and in-place version counter (bumped by optimizer steps, ``load_state_dict``
@@ -397,7 +371,7 @@ class Trainer:
 
         def evaluate(model: JointFusionModel, split: str) -> dict[str, dict[str, float]]:
             # methods read no missing-modality heads: their side evaluations stay as cheap as before
-            return evaluate_model(
+            return evaluate_split(
                 model,
                 self.splits[split],
                 self.data.task,
@@ -405,7 +379,7 @@ class Trainer:
                 cfg.eval_batch_size,
                 self.device,
                 missing_modality=False,
-            )
+            ).metrics
 
         return RunContext(
             modalities=self.data.modalities,
