@@ -43,7 +43,8 @@ def encoders(frame, dataset: str, metric: str) -> list[str]:  # noqa: ANN001
     return sorted(found)
 
 
-def metric_of(frame, rows) -> str:  # noqa: ANN001
+def metric_of(rows) -> str:  # noqa: ANN001
+    """The metric the trials in ``rows`` were selected by (``acc`` when none say)."""
     metrics = [m for m in rows["metric"] if m]
     return metrics[0] if metrics else "acc"
 
@@ -84,7 +85,7 @@ def unimodal_table(trials):  # noqa: ANN001, ANN201
     head), its validation metric, and the budget its searches spent."""
     rows = []
     for (dataset, modality), sel in sorted(unimodal_references(trials).items()):
-        metric = metric_of(trials, sel.trials)
+        metric = metric_of(sel.trials)
         row = {
             "dataset": dataset,
             "modality": modality,
@@ -118,11 +119,17 @@ def unimodal_table(trials):  # noqa: ANN001, ANN201
     )
 
 
-def modality_order(trials, dataset: str, fusion: str, selected: dict) -> tuple[list[str], str]:  # noqa: ANN001
-    """The dataset's modalities, strongest first: by the unimodal references (test metric), else
-    by the encoders of the selected vanilla model. Returns the order and what it is based on."""
-    refs = unimodal_references(trials)
-    metric = metric_of(trials, trials[trials["dataset"] == dataset])
+def modality_order(
+    trials,  # noqa: ANN001
+    dataset: str,
+    fusion: str,
+    selected: dict[tuple[str, str, str], Selected],
+    refs: dict[tuple[str, str], Selected],
+) -> tuple[list[str], str]:
+    """The dataset's modalities, strongest first: by the unimodal references ``refs`` (test
+    metric), else by the encoders of the selected vanilla model. Returns the order and what it
+    is based on."""
+    metric = metric_of(trials[trials["dataset"] == dataset])
     mods = encoders(trials, dataset, metric)
     if mods and all((dataset, m) in refs for m in mods):
         score = {m: refs[(dataset, m)].mean_std(f"test/{m}/{metric}")[0] for m in mods}
@@ -147,12 +154,12 @@ def joint_selection(trials) -> dict[tuple[str, str, str], Selected]:  # noqa: AN
 def main_table(trials):  # noqa: ANN001, ANN201
     """Tables II and III: per dataset and fusion, each method's selected model: the fused head,
     each encoder, Δ = stronger − weaker encoder, and the search budget behind it."""
-    selected = joint_selection(trials)
+    selected, refs = joint_selection(trials), unimodal_references(trials)
     rows, bases = [], {}
     modality_columns: list[str] = []
     for (dataset, fusion, method), sel in sorted(selected.items()):
-        metric = metric_of(trials, sel.trials)
-        order, basis = modality_order(trials, dataset, fusion, selected)
+        metric = metric_of(sel.trials)
+        order, basis = modality_order(trials, dataset, fusion, selected, refs)
         bases[dataset] = basis
         row = {"dataset": dataset, "fusion": fusion, "method": method, "metric": metric, "n": sel.n}
         row["reported_from"] = sel.reported_from
@@ -211,7 +218,7 @@ def grid_table(trials, param: str, *, with_epoch: bool = False):  # noqa: ANN001
         latest = group.loc[group["start_time"].idxmax(), "search"]
         runs = group[group["search"] == latest].copy()
         runs["_value"] = [trial_value(r, param) for _, r in runs.iterrows()]
-        metric = metric_of(trials, runs)
+        metric = metric_of(runs)
         mods = encoders(trials, dataset, metric)
         fixed = _fixed_params(runs, exclude={param, "seed"})
         if fixed:
@@ -273,7 +280,7 @@ def unimodal_gap_table(trials):  # noqa: ANN001, ANN201
     rows = []
     gap_columns: list[str] = []
     for (dataset, fusion, method), sel in sorted(joint_selection(trials).items()):
-        metric = metric_of(trials, sel.trials)
+        metric = metric_of(sel.trials)
         row = {"fusion": fusion, "method": method}
         for m in encoders(trials, dataset, metric):
             if (dataset, m) not in refs:
@@ -322,7 +329,7 @@ def missing_modality_table(trials):  # noqa: ANN001, ANN201
     columns: list[dict[str, Any]] = [_column("all", "all", best="max")]
     seen: set[str] = set()
     for (dataset, fusion, method), sel in sorted(joint_selection(trials).items()):
-        metric = metric_of(trials, sel.trials)
+        metric = metric_of(sel.trials)
         mods = encoders(trials, dataset, metric)
         if not mods or f"test/{zeroed_head(mods[0])}/{metric}" not in sel.trials:
             continue  # runs from before the loop recorded these heads

@@ -284,9 +284,9 @@ def load_exports(
     rows: list[dict[str, Any]] = []
     spaces: dict[str, dict[str, Any]] = {}
     for path in export_files(list(paths)):
-        found = export_rows(path)
-        rows.extend(found)
         used = _space_used(path.parent / "search_space.yaml")
+        found = export_rows(path, used)
+        rows.extend(found)
         for search in {r["search"] for r in found}:
             spaces[search] = {
                 name: Param(name, dist, tuple(args))
@@ -299,14 +299,15 @@ def load_exports(
     return df
 
 
-def export_rows(path: Path) -> list[dict[str, Any]]:
+def export_rows(path: Path, used: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per trial of one ``trials.parquet``; ``used`` is its ``search_space.yaml`` as read
+    by :func:`_space_used` (the fallback for exports that predate the constant columns)."""
     import pyarrow.parquet as pq
 
     try:
         table = pq.read_table(path).to_pylist()
     except Exception as exc:
         raise AnalysisError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
-    used = _space_used(path.parent / "search_space.yaml")
     by_trial: dict[str, list[dict[str, Any]]] = {}
     for row in table:
         by_trial.setdefault(str(row.get("trial_id")), []).append(row)
