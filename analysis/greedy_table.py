@@ -5,6 +5,7 @@ Markdown table of test metrics at the best validation epoch, mean ± std:
 the multimodal head and each encoder's unimodal head.
 
     python analysis/greedy_table.py --seeds 0 1 2 --epochs 40 --out analysis/results/greedy.json
+    python analysis/greedy_table.py --regime paper --out analysis/results/greedy_vector_paper.json
 """
 
 from __future__ import annotations
@@ -41,10 +42,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--form", default="vector", choices=["vector", "image"])
+    p.add_argument(
+        "--regime", default="inverted", choices=["inverted", "paper"], help="synthetic's data.regime"
+    )
     p.add_argument("--only", nargs="*", help="substrings of config names to run")
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
-    data = {"form": args.form}
+    data = {"form": args.form, "regime": args.regime}
     rows = []
     for name, overrides in CONFIGS.items():
         if args.only and not any(s in name for s in args.only):
@@ -56,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"args": vars(args) | {"out": str(args.out)}, "rows": rows}, indent=1))
     print(
-        f"| configuration ({args.form}, {len(args.seeds)} seeds, {args.epochs} epochs) "
+        f"| configuration ({args.form}, {args.regime}, {len(args.seeds)} seeds, {args.epochs} epochs) "
         "| multimodal | fast encoder | slow encoder | best epoch |"
     )
     print("|---|---|---|---|---|")

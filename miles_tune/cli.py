@@ -132,12 +132,13 @@ def check_config(config: TrainConfig) -> None:
     """Everything checkable before data is built: every setting, then the method's and the
     dataset's names and keyword arguments (and an encoder's, where the override names it),
     each error naming the setting as typed (``method_args.tau``, ``data.n_train``)."""
-    from miles_tune.balance import METHODS
+    from miles_tune.balance import METHODS, check_step_decay
     from miles_tune.data import DATASETS
     from miles_tune.models import ENCODERS
 
     config.validate()
     METHODS.check_kwargs(config.method, config.method_args, prefix="method_args.", complete=True)
+    check_step_decay(config.method, config.lr_step_size)
     DATASETS.check_kwargs(config.dataset, config.data, prefix="data.", complete=True)
     for modality, override in config.encoders.items():
         if "name" in override:

@@ -38,6 +38,10 @@ class TrainConfig:
     optimizer: str = "adam"  # the paper: Adam(β = 0.9, 0.999)
     weight_decay: float = 0.0
     momentum: float = 0.9  # sgd only
+    # step decay (torch's StepLR): every lr_step_size epochs, every group's rate × lr_gamma
+    # (OGM's official setting: SGD, step 70 of 100 epochs, γ 0.1); None = no decay
+    lr_step_size: int | None = None
+    lr_gamma: float = 0.1
     batch_size: int = 128
     eval_batch_size: int = 1024
     metric: str | None = None  # M of Eq. 4 and model selection; None = the dataset's default
@@ -76,6 +80,10 @@ class TrainConfig:
             raise ConfigError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
         if not (_finite(self.momentum) and 0 <= self.momentum < 1):
             raise ConfigError(f"momentum must lie in [0, 1), got {self.momentum!r}")
+        if self.lr_step_size is not None and self.lr_step_size < 1:
+            raise ConfigError(f"lr_step_size must be a positive integer or null, got {self.lr_step_size!r}")
+        if not (_finite(self.lr_gamma) and 0 < self.lr_gamma <= 1):
+            raise ConfigError(f"lr_gamma must lie in (0, 1], got {self.lr_gamma!r}")
         if self.fusion_width is not None and self.fusion_width < 1:
             raise ConfigError(f"fusion_width must be a positive integer or null, got {self.fusion_width!r}")
         if self.num_workers < 0:

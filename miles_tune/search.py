@@ -77,6 +77,7 @@ class SearchPlan:
     grid: dict[str, list[Any]] = field(default_factory=dict)  # --grid: name -> values, in order
     seeds: list[int] | None = None  # --seeds: every configuration runs once per training seed
     stage: str = "search"  # grid, unimodal, seeds or search: what the analysis files it under
+    variant: str = ""  # --variant: the setting's name; the analysis row is <method>-<variant>
     from_trial: str | None = None  # --from-best: the best trial of the file
 
     @property
@@ -107,9 +108,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="synthetic", help="a search space in search_spaces/ (or --space)")
     p.add_argument("--space", help="path to a search-space YAML (default: search_spaces/<dataset>.yaml)")
     p.add_argument("--method", default="miles")
+    p.add_argument(
+        "--variant",
+        metavar="NAME",
+        help="a name for this setting of the method (e.g. noaux with --set aux_losses=false): its "
+        "searches form their own row, <method>-<variant>, in the analysis tables",
+    )
     p.add_argument("--fusion", default="concat", choices=["concat", "sum"])
     p.add_argument("--searcher", default="optuna", choices=SEARCHERS)
     p.add_argument("--num-samples", type=int, help="trials (default: the space's num_samples)")
+    p.add_argument(
+        "--points",
+        type=int,
+        help="evaluate at most this many of the space's known points first (default: all of them); "
+        "the study gives every method 1, its published default",
+    )
     p.add_argument("--scheduler", default="none", choices=SCHEDULERS)
     p.add_argument("--grace-period", type=int, default=2, help="ASHA: epochs before a trial can be stopped")
     p.add_argument("--gpus-per-trial", type=float, help="fractions allowed (default: the space's)")
@@ -177,10 +190,10 @@ def storage_join(storage: str, name: str) -> str:
     return f"{base.rstrip('/')}/{name}" + (f"?{query}" if query else "")
 
 
-def check_name(name: str) -> str:
+def check_name(name: str, flag: str = "--name") -> str:
     if not NAME_PATTERN.fullmatch(name) or set(name) == {"."}:
         raise ConfigError(
-            f"--name {name!r}: use only letters, digits, '.', '_' and '-' (and not '.' or '..')"
+            f"{flag} {name!r}: use only letters, digits, '.', '_' and '-' (and not '.' or '..')"
         )
     return name
 
@@ -404,6 +417,9 @@ def plan_search(argv: list[str] | None = None) -> SearchPlan:
 
     found = probe_dataset(cfg.dataset, **cfg.data)
     check_metric(cfg.metric or found.default_metric, found.task)
+    from miles_tune.balance import create_method
+
+    create_method(cfg.method, **cfg.method_args).check(found.modalities, cfg.fusion)
 
     searcher = "grid" if grid or not params else args.searcher
     if searcher == "grid":  # every trial is given: one sample of the grid (or of the one config)
@@ -432,10 +448,19 @@ def plan_search(argv: list[str] | None = None) -> SearchPlan:
         raise ConfigError(f"--gpus-per-trial must be a fraction below 1 or a whole number, got {gpus}")
     if cpus <= 0:
         raise ConfigError(f"--cpus-per-trial must be > 0, got {cpus}")
+    if args.points is not None and args.points < 0:
+        raise ConfigError(f"--points must be >= 0, got {args.points}")
+    variant = check_name(args.variant, "--variant") if args.variant is not None else ""
+    if variant and args.method == "unimodal":
+        raise ConfigError("--variant: the unimodal references have no variants; drop --variant")
+    from miles_tune.balance import METHODS
+
+    if variant and f"{args.method}-{variant}" in METHODS.names():
+        raise ConfigError(f"--variant {variant}: {args.method}-{variant} is a method's name; pick another")
     if args.max_concurrent < 0 or args.max_failures < 0 or args.grace_period < 1:
         raise ConfigError("--max-concurrent and --max-failures must be >= 0, --grace-period >= 1")
     storage = args.storage if is_remote(args.storage) else str(Path(args.storage).resolve())
-    prefix = f"{space.dataset}-{args.method}-{args.fusion}"
+    prefix = f"{space.dataset}-{args.method}{'-' + variant if variant else ''}-{args.fusion}"
     name = args.name
     if args.resume and name is None:
         if is_remote(storage):
@@ -461,6 +486,7 @@ def plan_search(argv: list[str] | None = None) -> SearchPlan:
         seeds=seeds,
         stage=stage,
         from_trial=from_trial,
+        variant=variant,
     )
 
 
@@ -468,8 +494,10 @@ def make_searcher(plan: SearchPlan):  # noqa: ANN201
     """Optuna TPE (in a Repeater with --seeds), or Tune's variant generator for random search and
     grids; with --seeds, the seed is a grid dimension of the latter, each random sample held
     constant over it."""
-    # known good points first, but never more trials than asked for
+    # known good points first (at most --points), but never more trials than asked for
     points = plan.space.method(plan.args.method).points[: plan.num_samples]
+    if plan.args.points is not None:
+        points = points[: plan.args.points]
     if plan.searcher in ("random", "grid"):
         from ray.tune.search.basic_variant import BasicVariantGenerator
 
@@ -744,6 +772,8 @@ def search_tags(plan: SearchPlan) -> dict[str, str]:
         "scheduler": args.scheduler,
         "stage": plan.stage,
     }
+    if plan.variant:
+        tags["variant"] = plan.variant
     if plan.grid:
         tags["grid"] = ",".join(plan.grid)
     if plan.seeds:
@@ -872,6 +902,7 @@ def export_results(results, plan: SearchPlan) -> dict[str, Any]:  # noqa: ANN001
         "search": plan.name,
         "dataset": plan.space.dataset,
         "method": plan.args.method,
+        "variant": plan.variant,
         "fusion": plan.args.fusion,
         "stage": plan.stage,
         "grid": ",".join(plan.grid),

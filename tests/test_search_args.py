@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from miles_tune.errors import ConfigError
 from miles_tune.search import main, plan_search
 from miles_tune.spaces import SearchSpaceError, list_search_spaces, load_search_space, trial_config
 from miles_tune.train import Trainer
@@ -126,8 +127,20 @@ def test_every_shipped_space_runs_each_method_on_cpu(name: str, tmp_path) -> Non
     data_args, encoders = SMOKE[space.dataset](tmp_path)
     data_set = [a for k, v in data_args.items() for a in ("--set", f"data.{k}={json.dumps(v)}")]
     for method, ms in space.methods.items():
+        # the shipped unimodal rates are placeholders, refused unless forced (test below)
+        force = ["--set", "allow_placeholder_lrs=true"] if method.startswith("mslr") else []
         plan = plan_search(
-            ["--dataset", name, "--method", method, "--no-tracking", "--storage", str(tmp_path), *data_set]
+            [
+                "--dataset",
+                name,
+                "--method",
+                method,
+                "--no-tracking",
+                "--storage",
+                str(tmp_path),
+                *data_set,
+                *force,
+            ]
         )
         point = ms.points[0] if ms.points else {k: p.candidates()[0] for k, p in ms.params.items()}
         cfg = trial_config(plan.base, point)
@@ -136,6 +149,28 @@ def test_every_shipped_space_runs_each_method_on_cpu(name: str, tmp_path) -> Non
         )
         records = list(Trainer(cfg).run())
         assert len(records) == 1, (name, method)
+
+
+@pytest.mark.parametrize("method", ["mslr-k", "mslr-s", "mslr-d"])
+def test_mslr_refuses_placeholder_rates_before_ray(method: str, tmp_path) -> None:
+    """Equal per-modality rates from a YAML (mfeat's space ships placeholders) are refused
+    before Ray starts; unequal rates, rates from unimodal searches' files, or the force flag run."""
+    from fixtures_data import SMOKE
+
+    data_args, _ = SMOKE["mfeat"](tmp_path)
+    data_set = [a for k, v in data_args.items() for a in ("--set", f"data.{k}={json.dumps(v)}")]
+    argv = ["--dataset", "mfeat", "--method", method, "--no-tracking", "--storage", str(tmp_path), *data_set]
+    with pytest.raises(ConfigError, match=rf"{method}: unimodal_lrs are the same for every modality.*"
+                       "allow_placeholder_lrs"):  # fmt: skip
+        plan_search(argv)
+    plan_search([*argv, "--set", "allow_placeholder_lrs=true"])
+    plan_search([*argv, "--set", "unimodal_lrs={pix: 0.002, fou: 0.001}"])  # not equal
+    for m, lr in (("pix", 0.003), ("fou", 0.003)):  # equal, but each from a unimodal search
+        config = {"dataset": "mfeat", "method": "unimodal", "lr": lr, "method_args": {"modality": m}}
+        (tmp_path / f"{m}.yaml").write_text(yaml.safe_dump({"config": config}))
+    lrs = {m: str(tmp_path / f"{m}.yaml") for m in ("pix", "fou")}
+    plan = plan_search([*argv, "--set", f"unimodal_lrs={json.dumps(lrs)}"])
+    assert plan.base["method_args"]["unimodal_lrs"] == lrs
 
 
 def test_relative_data_root_is_made_absolute(tmp_path, monkeypatch) -> None:

@@ -156,7 +156,12 @@ def artefacts() -> list[Artefact]:
         Artefact(
             "u_source",
             "u computed on the training set against the validation set: metrics and best epoch",
-            _table("u_source", t.u_source_table, "no grid over u_source (--grid u_source=train,val)"),
+            _table(
+                "u_source",
+                t.u_source_table,
+                "neither MILES searched with u from each split (a study's miles and miles-utrain) "
+                "nor a grid over u_source (--grid u_source=train,val)",
+            ),
         ),
         Artefact(
             "unimodal_gap",

@@ -12,8 +12,11 @@ search                 the search's name (its MLflow parent run, its ``runs/`` f
 stage                  ``search``, ``grid``, ``seeds`` or ``unimodal`` (the parent's tag)
 grid                   the grid's parameter names, comma-separated ("" when not a grid)
 from_trial             the trial whose config a ``--from-best`` search re-ran ("" if none)
-dataset, method,       as tagged; ``modality`` is the unimodal method's modality ("" for
-fusion, modality       joint methods)
+dataset, fusion        as tagged
+method                 the row's name: the registered method, or ``<method>-<variant>`` for
+                       a search run with ``--variant`` (``vanilla-noaux``, ``ogm-sgd``)
+base_method, variant   the registered method and the variant ("" for none)
+modality               the unimodal method's modality ("" for joint methods)
 trial_id, run_id,      Tune's trial id, the MLflow child run (None from Parquet), its name,
 trial_name,            and the order trials started in (over all searches)
 trial_order
@@ -50,7 +53,7 @@ import yaml
 from miles_tune.errors import ConfigError
 
 STAGES = ("search", "grid", "seeds", "unimodal")
-CONSTANT_COLUMNS = ("search", "dataset", "method", "fusion", "stage", "grid", "from_trial")
+CONSTANT_COLUMNS = ("search", "dataset", "method", "variant", "fusion", "stage", "grid", "from_trial")
 
 
 class AnalysisError(ConfigError):
@@ -93,6 +96,11 @@ def selection_of(metrics: dict[str, Any]) -> str | None:
     return found[0] if len(found) == 1 else None
 
 
+def arm_name(method: str, variant: str) -> str:
+    """A table row's name: the method, or ``<method>-<variant>`` (``vanilla-noaux``)."""
+    return f"{method}-{variant}" if variant else method
+
+
 def finish_row(row: dict[str, Any], best: dict[str, float]) -> dict[str, Any]:
     """Add the columns every source computes alike: the selection, value, loss and metrics."""
     selection = selection_of({k: v for k, v in best.items() if k.startswith("val/")})
@@ -103,7 +111,9 @@ def finish_row(row: dict[str, Any], best: dict[str, float]) -> dict[str, Any]:
     row["value"] = float(best.get(selection, math.nan)) if selection else math.nan
     head = selection.split("/")[1] if selection else ""
     row["tie_loss"] = float(best.get(f"val/{head}/loss", math.nan))
-    method = row.get("method", "")
+    method, variant = row.get("method", ""), row.get("variant") or ""
+    row["base_method"], row["variant"] = method, variant
+    row["method"] = arm_name(method, variant)
     row["modality"] = str(row.get("config.method_args.modality") or "") if method == "unimodal" else ""
     params = {k[len("param/") :]: v for k, v in row.items() if k.startswith("param/")}
     if row.get("seed") is not None:
@@ -216,6 +226,7 @@ def mlflow_row(run, parent) -> dict[str, Any]:  # noqa: ANN001
         "from_trial": ptags.get("from_trial", ""),
         "dataset": ptags.get("dataset", ""),
         "method": ptags.get("method", ""),
+        "variant": ptags.get("variant", ""),
         "fusion": ptags.get("fusion", ""),
         "trial_id": tags.get(TRIAL_TAG, ""),
         "run_id": run.info.run_id,
@@ -336,6 +347,7 @@ def export_rows(path: Path, used: dict[str, Any]) -> list[dict[str, Any]]:
             "from_trial": last.get("from_trial") or "",
             "dataset": last.get("dataset") or used.get("dataset", ""),
             "method": method,
+            "variant": last.get("variant") or "",
             "fusion": last.get("fusion") or config.get("fusion", ""),
             "trial_id": trial_id,
             "run_id": last.get("mlflow_run_id"),

@@ -32,6 +32,18 @@ def list_methods() -> list[str]:
     return METHODS.names()
 
 
+def check_step_decay(method: str, lr_step_size: int | None) -> None:
+    """Refuse a step decay (``lr_step_size``) with a method that sets learning rates itself:
+    its next change would overwrite the decayed rates."""
+    from miles_tune.errors import ConfigError
+
+    if lr_step_size is not None and METHODS.get(method).sets_lrs:
+        raise ConfigError(
+            f"lr_step_size: {method} sets the encoders' learning rates itself, which would overwrite "
+            "a step decay; drop lr_step_size for it"
+        )
+
+
 from miles_tune.balance import gblend, mses, mslr, ogm, unimodal, vanilla  # noqa: E402,F401  (register methods)
 from miles_tune.balance.miles import (  # noqa: E402
     Miles,
@@ -45,6 +57,7 @@ __all__ = [
     "COMMON_SEARCH_SPACE",
     "METHODS",
     "BalancingMethod",
+    "check_step_decay",
     "EpochEvaluation",
     "Miles",
     "MilesScheduler",

@@ -10,6 +10,9 @@ hook                           used by (now or later)
                                set aside for the method's own estimates (G-Blend)
 ``param_groups``               per-modality learning rates (MILES, MSLR), one group per
                                unimodal head (MSES)
+``sets_lrs``                   (attribute) the method sets learning rates itself after
+                               the start (MILES, MSLR): a step decay (``lr_step_size``)
+                               would be overwritten, so the loop refuses the pair
 ``attach``                     keep the model, optimizer and :class:`RunContext`; set
                                initial rates, build schedulers (MILES, MSLR); refuse
                                what needs the model to judge (OGM)
@@ -183,6 +186,8 @@ class BalancingMethod:
     #: fraction of the training set the loop sets aside (deterministically, by seed) as
     #: ``context.splits["holdout"]``; the loop then trains and reports "train" without it
     train_holdout: float = 0.0
+    #: True when the method sets group learning rates during training (see the hook table)
+    sets_lrs: ClassVar[bool] = False
     context: RunContext | None = None
 
     @classmethod

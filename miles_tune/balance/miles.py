@@ -193,6 +193,7 @@ class Miles(BalancingMethod):
     """
 
     name = "miles"
+    sets_lrs = True
     SEARCH_SPACE = {
         "tau": ("uniform", 0.0, 0.5),
         "mu": ("uniform", 0.01, 1.0),

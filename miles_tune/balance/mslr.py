@@ -33,6 +33,10 @@ modality has none.
 Loss: Eq. 3 of the MILES paper (``aux_losses=True``, default) so that MSLR differs from
 MILES only in how encoder rates are set; ``aux_losses=False`` trains on L_mm with probe heads.
 
+Equal numeric rates for every modality are refused (``check``, so before a search starts)
+as placeholders: the search spaces ship such values until a unimodal search has run.
+``allow_placeholder_lrs=True`` forces a run on them.
+
 Unimodal rates (``unimodal_lrs``) may be given as
 - a mapping {modality: lr};
 - a path to a YAML/JSON file holding that mapping (top level, or under ``unimodal_lrs``);
@@ -117,6 +121,19 @@ def load_unimodal_lrs(spec: Mapping[str, Any] | str | Path | None) -> dict[str, 
     return out
 
 
+def refuse_placeholder(name: str, lrs: Mapping[str, float]) -> None:
+    """Refuse rates that are equal for every modality: the placeholders a search space ships
+    before any unimodal search, which would make MSLR plain joint training at one rate."""
+    if len(lrs) < 2 or len(set(lrs.values())) > 1:
+        return
+    raise ConfigError(
+        f"{name}: unimodal_lrs are the same for every modality ({next(iter(lrs.values())):g}): "
+        "placeholders, not the result of unimodal searches; give each modality's best_config.yaml "
+        "of a `--method unimodal` search (python -m miles_tune.study passes them on), or set "
+        "method_args.allow_placeholder_lrs=true to run on them anyway"
+    )
+
+
 def _finite(value: float) -> bool:
     try:
         return math.isfinite(value)
@@ -155,9 +172,19 @@ class _MSLR(BalancingMethod):
     """Encoder rates from the best unimodal rates; subclasses decide how (keep/smooth/dynamic)."""
 
     name = "mslr"
+    sets_lrs = True
 
-    def __init__(self, unimodal_lrs: Mapping[str, Any] | str | None = None, aux_losses: bool = True) -> None:
+    def __init__(
+        self,
+        unimodal_lrs: Mapping[str, Any] | str | None = None,
+        aux_losses: bool = True,
+        allow_placeholder_lrs: bool = False,
+    ) -> None:
         self.unimodal_lrs = load_unimodal_lrs(unimodal_lrs)
+        self.from_files = isinstance(unimodal_lrs, Mapping) and any(
+            isinstance(v, (str, Path)) for v in unimodal_lrs.values()
+        )
+        self.allow_placeholder_lrs = bool(allow_placeholder_lrs)
         self.aux_losses = bool(aux_losses)
 
     @classmethod
@@ -171,6 +198,8 @@ class _MSLR(BalancingMethod):
                 f"{self.name}: no best unimodal learning rate for {missing} "
                 f"(unimodal_lrs has {sorted(self.unimodal_lrs)})"
             )
+        if not (self.from_files or self.allow_placeholder_lrs):  # searches' best_config files are real
+            refuse_placeholder(self.name, {m: self.unimodal_lrs[m] for m in modalities})
 
     def initial_lrs(self, lrs: Mapping[str, float]) -> dict[str, float]:
         return dict(lrs)
@@ -218,12 +247,13 @@ class MSLRSmooth(_MSLR):
         smoothing: float = 0.5,
         space: str = "log",
         aux_losses: bool = True,
+        allow_placeholder_lrs: bool = False,
     ) -> None:
         if not isinstance(smoothing, (int, float)) or not 0 <= smoothing <= 1:
             raise ConfigError(f"mslr-s: smoothing must lie in [0, 1], got {smoothing!r}")
         if space not in SPACES:
             raise ConfigError(f"mslr-s: space must be one of {SPACES}, got {space!r}")
-        super().__init__(unimodal_lrs, aux_losses)
+        super().__init__(unimodal_lrs, aux_losses, allow_placeholder_lrs)
         self.smoothing, self.space = float(smoothing), space
 
     def initial_lrs(self, lrs: Mapping[str, float]) -> dict[str, float]:
@@ -249,6 +279,7 @@ class MSLRDynamic(_MSLR):
         rule: str = "ratio",
         step: float = 0.05,
         aux_losses: bool = True,
+        allow_placeholder_lrs: bool = False,
     ) -> None:
         if isinstance(window, bool) or not isinstance(window, int) or window < 1:
             raise ConfigError(f"mslr-d: window must be a positive integer, got {window!r}")
@@ -256,7 +287,7 @@ class MSLRDynamic(_MSLR):
             raise ConfigError(f"mslr-d: rule must be one of {RULES}, got {rule!r}")
         if not isinstance(step, (int, float)) or not 0 < step < 1:
             raise ConfigError(f"mslr-d: step must lie in (0, 1), got {step!r}")
-        super().__init__(unimodal_lrs, aux_losses)
+        super().__init__(unimodal_lrs, aux_losses, allow_placeholder_lrs)
         self.window, self.rule, self.step = window, rule, float(step)
 
     @classmethod

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
-from miles_tune.balance import BalancingMethod, EpochEvaluation, create_method
+from miles_tune.balance import BalancingMethod, EpochEvaluation, check_step_decay, create_method
 from miles_tune.balance.base import RunContext
 from miles_tune.balance.miles import conditional_utilization, imbalance
 from miles_tune.config import TrainConfig
@@ -316,6 +316,7 @@ class Trainer:
         self.config = config
         # the method first: a bad τ or μ is refused before any data is built
         self.method: BalancingMethod = create_method(config.method, **config.method_args)
+        check_step_decay(config.method, config.lr_step_size)
         self.data = data if data is not None else create_dataset(config.dataset, **config.data)
         self.metric = config.metric or self.data.default_metric
         check_metric(self.metric, self.data.task)
@@ -405,6 +406,7 @@ class Trainer:
 
     def run_epoch(self) -> EpochRecord:
         epoch, started = self.epoch, time.perf_counter()
+        self.step_decay(epoch)
         lrs = {g.get("name", str(i)): g["lr"] for i, g in enumerate(self.optimizer.param_groups)}
         losses, train_seconds = self.train_one_epoch(epoch)
         metrics = {split: self.evaluate(split) for split in SPLITS}
@@ -436,6 +438,15 @@ class Trainer:
         self.epoch += 1
         self.stopped_early = self.method.should_stop()
         return record
+
+    def step_decay(self, epoch: int) -> None:
+        """StepLR: at the start of every ``lr_step_size``-th epoch, every group's rate × ``lr_gamma``.
+        The rates live in the optimizer's state, so a resumed run decays exactly as an
+        uninterrupted one."""
+        step = self.config.lr_step_size
+        if step is not None and epoch > 0 and epoch % step == 0:
+            for group in self.optimizer.param_groups:
+                group["lr"] *= self.config.lr_gamma
 
     @property
     def modalities(self) -> tuple[str, ...]:
