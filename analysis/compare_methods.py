@@ -208,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-val", type=int, default=2000)
     p.add_argument("--n-test", type=int, default=2000)
     p.add_argument("--fusions", nargs="+", default=["concat", "sum"], choices=["concat", "sum"])
+    p.add_argument("--regime", default="paper", choices=["inverted", "paper"], help="synthetic's data.regime")
     p.add_argument("--unimodal-grid", type=float, nargs="+", default=[1e-4, 3e-4, 1e-3, 3e-3, 1e-2])
     p.add_argument("--no-extra", action="store_true", help="skip the MILES setting tuned on this data")
     p.add_argument("--workers", type=int, default=1, help="parallel runs (processes)")
@@ -217,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)
     configs = CONFIGS + ([] if args.no_extra else EXTRA_CONFIGS)
     check_coverage(configs)
-    data = {"form": "vector", "n_train": args.n_train, "n_val": args.n_val, "n_test": args.n_test}
+    data = {"form": "vector", "regime": args.regime, "n_train": args.n_train, "n_val": args.n_val,
+            "n_test": args.n_test}  # fmt: skip
     started = time.perf_counter()
 
     def spec(label, method, method_args, fusion, seed, lr=None):

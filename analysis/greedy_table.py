@@ -4,7 +4,7 @@ Trains each configuration below for several seeds (data seed = run seed) and pri
 Markdown table of test metrics at the best validation epoch, mean ± std:
 the multimodal head and each encoder's unimodal head.
 
-    python analysis/greedy_table.py --seeds 0 1 2 --epochs 40 --out analysis/results/greedy.json
+    python analysis/greedy_table.py --regime inverted --out analysis/results/greedy_vector.json
     python analysis/greedy_table.py --regime paper --out analysis/results/greedy_vector_paper.json
 """
 
@@ -42,9 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--form", default="vector", choices=["vector", "image"])
-    p.add_argument(
-        "--regime", default="inverted", choices=["inverted", "paper"], help="synthetic's data.regime"
-    )
+    p.add_argument("--regime", default="paper", choices=["inverted", "paper"], help="synthetic's data.regime")
     p.add_argument("--only", nargs="*", help="substrings of config names to run")
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)

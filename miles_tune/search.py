@@ -882,11 +882,32 @@ def make_tuner(plan: SearchPlan, trainable, fixed: dict[str, Any], extra_callbac
 
 
 def interrupted(results, plan: SearchPlan) -> bool:  # noqa: ANN001
-    """True when fit() returned early (Ctrl-C): fewer trials than asked, or some not terminated."""
+    """True when fit() returned early (Ctrl-C): fewer trials than asked, some not terminated, or
+    some that never reported. On a stop signal Tune marks *every* trial TERMINATED, those it had
+    created but not started included (random search creates them all at once), so the statuses
+    alone do not tell; the state Tune saved at the signal does, for trials that were running."""
     trials = getattr(getattr(results, "_experiment_analysis", None), "trials", None)
     if trials is None:
         return len(results) < plan.trials
-    return len(trials) < plan.trials or any(t.status not in ("TERMINATED", "ERROR") for t in trials)
+    if len(trials) < plan.trials or any(t.status not in ("TERMINATED", "ERROR") for t in trials):
+        return True
+    return any(not t.last_result for t in trials if t.status == "TERMINATED") or saved_unfinished(plan)
+
+
+def saved_unfinished(plan: SearchPlan) -> bool:
+    """Whether the experiment state Tune saved last holds a trial that had not finished."""
+    from ray.tune import ExperimentAnalysis
+
+    quiet = logging.getLogger("ray.tune.analysis.experiment_analysis")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # its warning about trials without results is the point here
+    try:
+        saved = ExperimentAnalysis(storage_join(plan.storage, plan.name)).trials
+    except Exception:  # no state to read: nothing says it was cut short
+        return False
+    finally:
+        quiet.setLevel(level)
+    return any(t.status not in ("TERMINATED", "ERROR") for t in saved)
 
 
 def export_results(results, plan: SearchPlan) -> dict[str, Any]:  # noqa: ANN001

@@ -390,3 +390,35 @@ def test_an_interrupted_seeds_search_resumes_to_every_pair(local_ray, tmp_path) 
     db = tmp_path / "ray" / "seeds-resume" / "optuna.db"
     study = optuna.load_study(study_name="seeds-resume", storage=f"sqlite:///{db}")
     assert len(study.trials) == 1 and {t.state.name for t in study.trials} == {"COMPLETE"}
+
+
+def test_a_stop_signal_is_seen_when_tune_marks_every_trial_terminated(local_ray, tmp_path) -> None:
+    """Random search without --max-concurrent creates every trial at once; on a stop signal
+    (Ctrl-C) Tune marks them all TERMINATED, the never-started ones too. The search must still
+    say it was interrupted (the study relies on it), and --resume must run exactly the rest."""
+    from ray import tune
+
+    from miles_tune.search import interrupted, run_search
+
+    marker = tmp_path / "stopped"
+
+    class StopAtFirstResult(tune.Callback):
+        """Once only, also after --resume (which restores the callbacks pickled with the search)."""
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):  # noqa: ANN001
+            if not marker.exists():
+                marker.touch()
+                os.kill(os.getpid(), signal.SIGUSR1)  # Tune's stop signal, as SIGINT
+
+    args = search_args(tmp_path, "--searcher", "random", "--num-samples", "4", "--name", "stop-all",
+                       "--set", "epochs=2", "--cpus-per-trial", "1", "--gpus-per-trial", "0",
+                       tracking=False)  # fmt: skip
+    p = plan_search(args)
+    first = run_search(p, extra_callbacks=[StopAtFirstResult()])
+    assert len(first) == 4 and {t.status for t in first._experiment_analysis.trials} == {"TERMINATED"}
+    assert interrupted(first, p)
+    p = plan_search([*args, "--resume"])
+    results = run_search(p)
+    assert results.num_errors == 0 and not interrupted(results, p)
+    table = read_table(p)
+    assert table["trial_id"].nunique() == 4 and table.groupby("trial_id")["epoch"].nunique().eq(2).all()

@@ -8,9 +8,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -117,7 +119,7 @@ def test_budget_flags_override_the_budget(tmp_path) -> None:
     assert plan.settings["trials"] == 5 and plan.settings["seeds"] == 4 and plan.epochs == 7
     assert plan.search(f"{plan.name}-search-miles-concat").trials == 5
     assert plan.search(f"{plan.name}-seeds-miles-concat").seeds == (1, 2, 3, 4)
-    assert plan.search(f"{plan.name}-grid-tau-concat").trials == len(TAU_GRID) * 2  # small: 2 grid seeds
+    assert plan.search(f"{plan.name}-grid-tau-concat").trials == len(TAU_GRID)  # small: 1 grid seed
     paper = plan_study(args(tmp_path / "p", "--budget", "paper"))
     assert paper.settings["trials"] == 80 and paper.epochs == 20  # the space's full epochs
     assert paper.settings["fusions"] == ["concat", "sum"] and paper.settings["searcher"] == "random"
@@ -148,7 +150,10 @@ def test_paper_grid_values() -> None:
 
 
 # -- real studies --------------------------------------------------------------------------------
-STUDY = ["--methods", "miles", "--fusions", "concat", "--epochs", "2", "--max-concurrent", "2"]
+# the default suite runs the lean one (vanilla and its control: unimodal, methods and seeds
+# stages, 6 searches); the slow tests every stage (MILES brings the grids and u-source stage)
+STUDY = ["--methods", "vanilla", "--fusions", "concat", "--epochs", "2", "--max-concurrent", "2"]
+EVERY_STAGE = ["--methods", "miles", "--fusions", "concat", "--epochs", "2", "--max-concurrent", "2"]
 
 
 def runs_of(out: Path, study: str) -> list[dict]:
@@ -189,7 +194,27 @@ def finished(tmp_path_factory) -> Path:
     return out
 
 
-def test_every_stage_runs_and_the_report_is_written(finished, capsys) -> None:
+def test_a_study_runs_its_stages_and_writes_the_report(finished) -> None:
+    manifest = json.loads((finished / "manifest.json").read_text())
+    searches = manifest["searches"]
+    assert [s["stage"] for s in searches.values()] == ["unimodal"] * 2 + ["methods"] * 2 + ["seeds"] * 2
+    assert all(s["status"] == "done" and s["errors"] == 0 for s in searches.values())
+    assert manifest["measured"]["epoch_seconds"] > 0
+    main_md = (finished / "report" / "main.md").read_text()
+    assert "| vanilla |" in main_md and "| vanilla-noaux |" in main_md and "re-run" in main_md
+    assert json.loads((finished / "report" / "manifest.json").read_text())["searches"] == searches
+    runs = runs_of(finished, "ref")
+    children = [r for r in runs if r["name"] != r["search"]]
+    assert len(children) == sum(s["trials"] for s in searches.values()) == 12
+    assert len({(r["search"], r["name"]) for r in children}) == len(children)  # no duplicate
+    noaux = [r for r in children if r["search"] == "-search-vanilla-noaux-concat"]
+    assert noaux and all(r["params"]["config.method_args.aux_losses"] == "False" for r in noaux)
+
+
+@pytest.mark.slow
+def test_every_stage_runs_and_the_report_is_written(tmp_path) -> None:
+    finished = tmp_path / "ref"
+    assert main(args(finished, *EVERY_STAGE)) == 0
     manifest = json.loads((finished / "manifest.json").read_text())
     searches = manifest["searches"]
     assert len(searches) == 8 and all(s["status"] == "done" for s in searches.values())
@@ -207,6 +232,8 @@ def test_every_stage_runs_and_the_report_is_written(finished, capsys) -> None:
         assert (report / f"{name}.md").is_file(), name
     assert json.loads((report / "manifest.json").read_text())["searches"] == searches
     assert manifest["report"]["skipped"] == {}
+    tau = (report / "sensitivity_tau.md").read_text()
+    assert all(f"| {v} |" in tau for v in ("0.0", "0.1", "0.2", "0.3", "0.5")), tau
     u_source = (report / "u_source.md").read_text()
     assert "miles-utrain" in u_source and "| train |" in u_source and "| val |" in u_source
     runs = runs_of(finished, "ref")
@@ -225,7 +252,7 @@ def test_a_finished_study_only_remakes_its_report(finished, capsys, monkeypatch)
     before = runs_of(finished, "ref")
     (finished / "report" / "main.md").unlink()
     assert main(args(finished, *STUDY)) == 0
-    assert "8 of 8 searches finished earlier" in capsys.readouterr().out
+    assert "6 of 6 searches finished earlier" in capsys.readouterr().out
     assert runs_of(finished, "ref") == before
     assert (finished / "report" / "main.md").is_file()
 
@@ -240,21 +267,25 @@ def test_a_killed_study_resumes_to_the_runs_of_an_uninterrupted_one(finished, tm
     """SIGKILL of the study's whole process group once the method stage's search has a checkpoint,
     then the same command again: the same runs, params and metrics as the uninterrupted study."""
     out = tmp_path / "ref"  # the same folder name: the same study and search names
-    ray_tmp = tmp_path / "r"
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rk", dir="/tmp"))  # short: Ray's socket paths have a limit
     env = dict(os.environ, RAY_TMPDIR=str(ray_tmp))
     cmd = [sys.executable, "-m", "miles_tune.study", *args(out, *STUDY)]
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
-    target = out / "ray_results" / "ref-search-miles-concat"
+    log = tmp_path / "killed.log"
+    with open(log, "w") as sink:
+        proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=sink, stderr=subprocess.STDOUT)
+    target = out / "ray_results" / "ref-search-vanilla-concat"
     deadline = time.monotonic() + 300
     try:
         while not list(target.glob("trial_*/checkpoint_*")):
-            assert proc.poll() is None and time.monotonic() < deadline, "the study ended before the kill"
+            ended = proc.poll() is not None or time.monotonic() > deadline
+            assert not ended, f"the study ended before the kill: {log.read_text()[-2000:]}"
             time.sleep(0.05)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         kill_leftovers(ray_tmp)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     manifest = json.loads((out / "manifest.json").read_text())
     assert any(s["status"] == "running" for s in manifest["searches"].values())
     assert main(args(out, *STUDY)) == 0

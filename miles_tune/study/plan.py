@@ -51,8 +51,10 @@ BUDGETS = {
     "tiny": Budget(
         2, 2, 1, 3, ("concat",), "every stage, one fusion, 2 CPU cores in under 10 minutes; for tests"
     ),
+    # 8 trials: what fits an hour on 2 cores while a trial costs ~8 s, 5 of them start-up and
+    # tracking (the search-throughput issue); raise it once trials cost their training only
     "small": Budget(
-        10, 3, 2, None, BOTH, "a meaningful study of one dataset on a 2-core machine, under an hour"
+        8, 3, 1, None, BOTH, "a meaningful study of one dataset on a 2-core machine, under an hour"
     ),
     "paper": Budget(
         80, 3, 2, None, BOTH, "the paper's protocol: 80 random trials per method and fusion, full epochs"
