@@ -261,58 +261,7 @@ def plan_study(argv: list[str] | None = None) -> StudyPlan:
 
     modalities = tuple(probe_dataset(first.base["dataset"], **first.base["data"]).modalities)
 
-    seed_list = tuple(range(1, seeds + 1))  # not the selecting search's seed (0): no winner's curse
-    specs: list[SearchSpec] = []
-    uni = Arm("unimodal")
-    for m in modalities:
-        specs.append(SearchSpec(f"{name}-unimodal-{m}", "unimodal", uni, "concat", trials, "unimodal", m))
-    for arm in arms:
-        for fusion in args.fusions:
-            specs.append(SearchSpec(f"{name}-search-{arm.label}-{fusion}", "methods", arm, fusion, trials))
-    for arm in arms:
-        for fusion in args.fusions:
-            src = f"{name}-search-{arm.label}-{fusion}"
-            specs.append(
-                SearchSpec(
-                    f"{name}-seeds-{arm.label}-{fusion}",
-                    "seeds",
-                    arm,
-                    fusion,
-                    seeds,
-                    "seeds",
-                    from_best=src,
-                    seeds=seed_list,
-                )  # fmt: skip
-            )
-    miles = next((a for a in arms if a.label == "miles"), None)
-    if miles is not None:
-        grid_seed_list = seed_list[:grid_seeds]
-        for param, values in (("tau", TAU_GRID), ("mu", MU_GRID)):
-            for fusion in args.fusions:
-                specs.append(
-                    SearchSpec(
-                        f"{name}-grid-{param}-{fusion}", "sensitivity", miles, fusion,
-                        len(values) * len(grid_seed_list), "grid", from_best=f"{name}-search-miles-{fusion}",
-                        grid=(param, values), seeds=grid_seed_list,
-                    )
-                )  # fmt: skip
-        utrain = Arm("miles", "utrain", (("u_source", "train"),), "u from the training set (Table VI)")
-        for fusion in args.fusions:
-            specs.append(
-                SearchSpec(f"{name}-search-miles-utrain-{fusion}", "u_source", utrain, fusion, trials)
-            )
-            specs.append(
-                SearchSpec(
-                    f"{name}-seeds-miles-utrain-{fusion}",
-                    "u_source",
-                    utrain,
-                    fusion,
-                    seeds,
-                    "seeds",
-                    from_best=f"{name}-search-miles-utrain-{fusion}",
-                    seeds=seed_list,
-                )  # fmt: skip
-            )
+    specs = make_searches(name, arms, modalities, args.fusions, trials, seeds, grid_seeds)
     plan = StudyPlan(
         args=args, name=name, out=out, budget=budget, budget_name=args.budget, epochs=epochs,
         modalities=modalities, arms=arms, searches=specs, tracking_uri=tracking_uri, storage=storage,
@@ -338,6 +287,61 @@ def plan_study(argv: list[str] | None = None) -> StudyPlan:
         if spec.kind in ("search", "unimodal"):
             plan_search(search_argv(plan, spec, validating=True))
     return plan
+
+
+def make_searches(
+    name: str,
+    arms: list[Arm],
+    modalities: tuple[str, ...],
+    fusions: list[str],
+    trials: int,
+    seeds: int,
+    grid_seeds: int,
+) -> list[SearchSpec]:
+    """Every search of the study, in stage order, each named ``<study>-<kind>-<row>-<fusion>``."""
+    seed_list = tuple(range(1, seeds + 1))  # not the selecting search's seed (0): no winner's curse
+    specs = [
+        SearchSpec(f"{name}-unimodal-{m}", "unimodal", Arm("unimodal"), "concat", trials, "unimodal", m)
+        for m in modalities
+    ]
+    for arm in arms:
+        for fusion in fusions:
+            specs.append(SearchSpec(f"{name}-search-{arm.label}-{fusion}", "methods", arm, fusion, trials))
+    for arm in arms:
+        for fusion in fusions:
+            specs.append(seeds_of(name, arm, fusion, seed_list))
+    miles = next((a for a in arms if a.label == "miles"), None)
+    if miles is None:  # the grids and Table VI are about MILES
+        return specs
+    for param, values in (("tau", TAU_GRID), ("mu", MU_GRID)):
+        for fusion in fusions:
+            specs.append(
+                SearchSpec(
+                    f"{name}-grid-{param}-{fusion}", "sensitivity", miles, fusion,
+                    len(values) * grid_seeds, "grid", from_best=f"{name}-search-miles-{fusion}",
+                    grid=(param, values), seeds=seed_list[:grid_seeds],
+                )
+            )  # fmt: skip
+    utrain = Arm("miles", "utrain", (("u_source", "train"),), "u from the training set (Table VI)")
+    for fusion in fusions:
+        specs.append(SearchSpec(f"{name}-search-miles-utrain-{fusion}", "u_source", utrain, fusion, trials))
+        specs.append(seeds_of(name, utrain, fusion, seed_list, stage="u_source"))
+    return specs
+
+
+def seeds_of(name: str, arm: Arm, fusion: str, seeds: tuple[int, ...], stage: str = "seeds") -> SearchSpec:
+    """The re-run of a row's best configuration with ``seeds``."""
+    source = f"{name}-search-{arm.label}-{fusion}"
+    return SearchSpec(
+        f"{name}-seeds-{arm.label}-{fusion}",
+        stage,
+        arm,
+        fusion,
+        len(seeds),
+        "seeds",
+        from_best=source,
+        seeds=seeds,
+    )
 
 
 def search_argv_common(
@@ -400,6 +404,7 @@ def plan_lines(plan: StudyPlan) -> list[str]:
         f"{plan.args.scheduler}), {plan.epochs} epochs, best configurations re-run with "
         f"{plan.settings['seeds']} seeds; folder {plan.out}",
         f"  rows: {', '.join(a.label for a in plan.arms)} x {', '.join(plan.args.fusions)}",
+        *(f"    {a.label}: {a.why}" for a in plan.arms if a.variant),
     ]
     total_trials = total_epochs = 0
     for stage in STAGES[:-1]:
