@@ -13,8 +13,7 @@ Names resolve lazily: ``import miles_tune.analysis`` imports neither pandas nor 
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from miles_tune.lazy import lazy_exports
 
 _EXPORTS = {
     "load_mlflow": "trials",
@@ -38,8 +37,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"miles_tune.analysis.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'miles_tune.analysis' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

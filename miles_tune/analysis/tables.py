@@ -96,8 +96,7 @@ def unimodal_table(trials):  # noqa: ANN001, ANN201
         _put(row, "test", sel.trials, f"test/{modality}/{metric}")
         _put(row, "val", sel.trials, f"val/{modality}/{metric}")
         _put(row, "best_epoch", sel.trials, "best_epoch")
-        row.update(budget(sel.searched))
-        row["params"] = _params_text(sel.params)
+        _put_selection(row, sel)
         rows.append(row)
     return _frame(
         rows,
@@ -174,8 +173,7 @@ def main_table(trials):  # noqa: ANN001, ANN201
             row["stronger"] = order[0]
         else:
             row["delta"], row["delta:std"], row["stronger"] = math.nan, math.nan, ""
-        row.update(budget(sel.searched))
-        row["params"] = _params_text(sel.params)
+        _put_selection(row, sel)
         rows.append(row)
     notes = [
         "Test metrics of each method's selected model (best validation metric of the fused head "
@@ -290,8 +288,7 @@ def u_source_table(trials):  # noqa: ANN001, ANN201
             if m not in modality_columns:
                 modality_columns.append(m)
         _put(row, "best_epoch", sel.trials, "best_epoch")
-        row.update(budget(sel.searched))
-        row["params"] = _params_text(sel.params)
+        _put_selection(row, sel)
         rows.append(row)
     return _frame(
         rows,
@@ -426,6 +423,12 @@ def _fixed_params(runs, exclude: set[str]) -> str:  # noqa: ANN001
         if len(values) == 1:
             parts.append(f"{name}={values.pop()}")
     return ", ".join(parts)
+
+
+def _put_selection(row: dict[str, Any], sel: Selected) -> None:
+    """What every selected row states besides its metrics: the budget behind it, its params."""
+    row.update(budget(sel.searched))
+    row["params"] = _params_text(sel.params)
 
 
 def _params_text(params: dict[str, Any]) -> str:

@@ -14,8 +14,7 @@ command again resumes it. What runs: :mod:`.plan`; the manifest: :mod:`.manifest
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from miles_tune.lazy import lazy_exports
 
 _EXPORTS = {
     "BUDGETS": "plan",
@@ -32,8 +31,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"miles_tune.study.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'miles_tune.study' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)
