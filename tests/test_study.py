@@ -100,6 +100,8 @@ def test_derived_searches_read_their_sources(tmp_path) -> None:
         (["--set", "lr=-1"], r"lr must be a positive number"),
         (["--set", "data.p_fast=2"], r"data\.p_fast"),
         (["--name", "a b"], r"--name 'a b'"),
+        (["--set", "epochs=4"], r"--set epochs: the study sets every trial's epochs; pass --epochs"),
+        (["--set", "seed=3"], r"--set seed: the study sets the training seeds"),
     ],
 )
 def test_bad_settings_are_refused_before_ray(tmp_path, capsys, extra, message) -> None:

@@ -31,6 +31,11 @@ OGM_STEP_FRACTION = 0.7
 #: G-Blend's held-out fraction of the training set (MultiBench's v_rate)
 GBLEND_HOLDOUT = 0.08
 STAGES = ("unimodal", "methods", "seeds", "sensitivity", "u_source", "report")
+#: settings the study gives every search itself
+OWN_SETTINGS = {
+    "epochs": "the study sets every trial's epochs; pass --epochs",
+    "seed": "the study sets the training seeds (--seed for the searches, 1..K for the re-runs)",
+}
 
 
 @dataclass(frozen=True)
@@ -233,6 +238,10 @@ def plan_study(argv: list[str] | None = None) -> StudyPlan:
     args = build_parser().parse_args(argv)
     for flag, value in (("--trials", args.trials), ("--seeds", args.seeds), ("--epochs", args.epochs)):
         positive(flag, value)
+    for pair in args.set:  # what the study sets itself, per search, is not a --set
+        key = pair.partition("=")[0].strip()
+        if key in OWN_SETTINGS:
+            raise ConfigError(f"--set {key}: {OWN_SETTINGS[key]}")
     out = Path(args.out).expanduser().resolve()
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: is a file, not a folder")
