@@ -194,7 +194,9 @@ def test_training_goes_on_while_the_tracking_server_is_down(local_ray, tmp_path)
     epochs = 8
     plan = plan_search(
         search_args(tmp_path, "--searcher", "random", "--num-samples", "2", "--cpus-per-trial", "1",
-                    "--tracking-uri", url, "--set", f"epochs={epochs}", "--set", "data.n_train=3000")
+                    "--tracking-uri", url, "--set", f"epochs={epochs}", "--set", "data.n_train=3000",
+                    # the data where MILES moves the slow encoder's rate, whose line is checked below
+                    "--set", "data.regime=inverted")
     )  # fmt: skip
     outage: dict[str, float] = {}
 

@@ -154,7 +154,18 @@ def test_paper_grid_values() -> None:
 # -- real studies --------------------------------------------------------------------------------
 # the default suite runs the lean one (vanilla and its control: unimodal, methods and seeds
 # stages, 6 searches); the slow tests every stage (MILES brings the grids and u-source stage)
-STUDY = ["--methods", "vanilla", "--fusions", "concat", "--epochs", "2", "--max-concurrent", "2"]
+STUDY = [
+    "--methods",
+    "vanilla",
+    "--fusions",
+    "concat",
+    "--epochs",
+    "2",
+    "--trials",
+    "1",
+    "--max-concurrent",
+    "2",
+]
 EVERY_STAGE = ["--methods", "miles", "--fusions", "concat", "--epochs", "2", "--max-concurrent", "2"]
 
 
@@ -207,7 +218,7 @@ def test_a_study_runs_its_stages_and_writes_the_report(finished) -> None:
     assert json.loads((finished / "report" / "manifest.json").read_text())["searches"] == searches
     runs = runs_of(finished, "ref")
     children = [r for r in runs if r["name"] != r["search"]]
-    assert len(children) == sum(s["trials"] for s in searches.values()) == 12
+    assert len(children) == sum(s["trials"] for s in searches.values()) == 8  # 1 trial per search, 2 seeds
     assert len({(r["search"], r["name"]) for r in children}) == len(children)  # no duplicate
     noaux = [r for r in children if r["search"] == "-search-vanilla-noaux-concat"]
     assert noaux and all(r["params"]["config.method_args.aux_losses"] == "False" for r in noaux)
@@ -260,8 +271,8 @@ def test_a_finished_study_only_remakes_its_report(finished, capsys, monkeypatch)
 
 
 def test_other_settings_in_the_same_folder_are_refused(finished, capsys) -> None:
-    assert main(args(finished, *STUDY[:-2], "--trials", "3")) == 2
-    assert "this study ran with trials=2, not 3" in capsys.readouterr().err
+    assert main(args(finished, *STUDY[:-4], "--trials", "3")) == 2
+    assert "this study ran with trials=1, not 3" in capsys.readouterr().err
 
 
 @pytest.mark.slow

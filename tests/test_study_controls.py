@@ -115,7 +115,8 @@ def test_the_analysis_names_a_variant_row(tmp_path) -> None:
 
 # -- synthetic regimes -------------------------------------------------------------------------------
 def test_regimes_resolve_their_defaults() -> None:
-    inverted, paper = check_options(), check_options(regime="paper")
+    assert check_options()["regime"] == "paper"  # the default
+    inverted, paper = check_options(regime="inverted"), check_options(regime="paper")
     assert inverted["regime"] == "inverted" and (inverted["p_fast"], inverted["s_slow"]) == (0.8, 3.0)
     assert paper["p_fast"] == 0.95 and paper["s_slow"] < inverted["s_slow"]
     assert check_options(regime="paper", p_fast=0.7)["p_fast"] == 0.7  # an explicit value wins
