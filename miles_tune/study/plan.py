@@ -53,9 +53,7 @@ class Budget:
 
 BOTH = ("concat", "sum")
 BUDGETS = {
-    "tiny": Budget(
-        2, 2, 1, 3, ("concat",), "every stage, one fusion, 2 CPU cores in under 10 minutes; for tests"
-    ),
+    "tiny": Budget(2, 2, 1, 3, ("concat",), "every stage, one fusion, 2 trials per search; for tests"),
     # 8 trials: what fits an hour on 2 cores while a trial costs ~8 s, 5 of them start-up and
     # tracking (the search-throughput issue); raise it once trials cost their training only
     "small": Budget(
