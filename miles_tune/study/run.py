@@ -52,9 +52,14 @@ def connect(plan: StudyPlan) -> tuple[float, float]:
         logging.getLogger("ray.tune").setLevel(logging.WARNING)
     if not ray.is_initialized():
         ray.init(address=plan.args.address, log_to_driver=plan.args.verbose > 1)
-    first = plan_search_of(plan, next(s for s in plan.searches if s.stage == "methods"), validating=True)
+    first = plan_search_of(plan, first_method_search(plan), validating=True)
     plan.resources = check_trial_resources(first.cpus_per_trial, first.gpus_per_trial)
     return plan.resources
+
+
+def first_method_search(plan: StudyPlan) -> SearchSpec:
+    """The search whose trial resources and epoch stand for the study's (connect, measure)."""
+    return next(s for s in plan.searches if s.stage == "methods")
 
 
 def plan_search_of(plan: StudyPlan, spec: SearchSpec, validating: bool = False, resume: bool = False):  # noqa: ANN201
@@ -70,7 +75,7 @@ def measure(plan: StudyPlan, manifest: Manifest, cpus: float, gpus: float) -> li
     from miles_tune.spaces import trial_config
 
     if not manifest.measured:
-        spec = next(s for s in plan.searches if s.stage == "methods")
+        spec = first_method_search(plan)
         splan = plan_search_of(plan, spec, validating=True)
         ms = splan.space.method(spec.arm.method)
         point = ms.points[0] if ms.points else {k: p.candidates()[0] for k, p in ms.params.items()}
