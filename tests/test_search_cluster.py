@@ -100,6 +100,9 @@ def test_two_node_cluster_spreads_trials(tmp_path) -> None:
         cluster.shutdown()
 
 
+# The default run keeps resume-to-exactly-N in test_search_grid's stop-signal test (in process,
+# one Ray start); this one is the whole CLI path (SIGINT, exit 130, MLflow, Optuna) at ~70 s.
+@pytest.mark.slow
 def test_interrupted_search_resumes_to_exactly_n_trials(tmp_path) -> None:
     """SIGINT to the driver mid-search, then --resume: N trials, N FINISHED child runs, N Optuna trials."""
     import signal

@@ -292,6 +292,9 @@ def test_runs_left_incomplete_by_a_dead_server_are_completed_by_resume(local_ray
 # -- real concurrent searches ------------------------------------------------------------------
 
 
+# Two whole searches at once (~35 s); the default run keeps its two parts: unique default
+# names (test_default_names_are_unique_within_a_second) and the sqlite first-use race.
+@pytest.mark.slow
 def test_a_seed_loop_started_in_one_second_gives_separate_searches(tmp_path) -> None:
     """The issue's example, on a fresh sqlite store: two searches with default names started at
     once. Before: both got the same name and merged, or the second crashed in MLflow's migration."""
