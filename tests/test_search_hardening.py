@@ -244,6 +244,9 @@ def test_training_goes_on_while_the_tracking_server_is_down(local_ray, tmp_path)
         server.stop()
 
 
+# ~45 s: a server started, killed and restarted around two searches. The default run keeps
+# the first half (test_training_goes_on_while_the_tracking_server_is_down).
+@pytest.mark.slow
 def test_runs_left_incomplete_by_a_dead_server_are_completed_by_resume(local_ray, tmp_path) -> None:
     """The server dies during the search and is still down when it ends: the search finishes
     anyway (its results exported), and ``--resume`` once the server is back completes every run
