@@ -154,18 +154,8 @@ def test_paper_grid_values() -> None:
 # -- real studies --------------------------------------------------------------------------------
 # the default suite runs the lean one (vanilla and its control: unimodal, methods and seeds
 # stages, 6 searches); the slow tests every stage (MILES brings the grids and u-source stage)
-STUDY = [
-    "--methods",
-    "vanilla",
-    "--fusions",
-    "concat",
-    "--epochs",
-    "2",
-    "--trials",
-    "1",
-    "--max-concurrent",
-    "2",
-]
+STUDY = ["--methods", "vanilla", "--fusions", "concat", "--epochs", "2", "--trials", "1",
+         "--max-concurrent", "2"]  # fmt: skip
 EVERY_STAGE = ["--methods", "miles", "--fusions", "concat", "--epochs", "2", "--max-concurrent", "2"]
 
 
@@ -271,7 +261,7 @@ def test_a_finished_study_only_remakes_its_report(finished, capsys, monkeypatch)
 
 
 def test_other_settings_in_the_same_folder_are_refused(finished, capsys) -> None:
-    assert main(args(finished, *STUDY[:-4], "--trials", "3")) == 2
+    assert main(args(finished, *STUDY, "--trials", "3")) == 2  # the last --trials wins
     assert "this study ran with trials=1, not 3" in capsys.readouterr().err
 
 
