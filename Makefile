@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch>=2.2" || echo "torch==2.13.0")
 PYTEST_ARGS ?=
 
-.PHONY: venv demo train mlflow-ui optuna-ui mlflow-shots test test-all lint bench table report clean
+.PHONY: venv demo train mlflow-ui optuna-ui mlflow-shots test test-all lint bench bench-search table report clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,9 @@ lint: venv
 
 bench: venv
 	$(BIN)/python benchmarks/bench_train.py
+
+bench-search: venv
+	$(BIN)/python benchmarks/bench_search.py
 
 table: venv
 	$(BIN)/python analysis/greedy_table.py --regime inverted --seeds 0 1 2 --epochs 40 --out analysis/results/greedy_vector.json

@@ -1,19 +1,26 @@
 """What Ray Tune costs and what ASHA saves, on the built-in synthetic data (CPU).
 
-1. Orchestration overhead: N small trials through ``miles_tune.search`` (Ray Tune, one
-   trial at a time, no MLflow) against the same N configurations trained back to back in
-   this process without Ray. Ratio = search wall seconds / in-process seconds. Also the
-   same search with MLflow tracking (sqlite), and with trials running concurrently.
+1. Throughput (the search-throughput issue's measure): 16 identical small MILES trials
+   (vector synthetic, 20 epochs, ``n_train`` 20000, random search) through
+   ``python -m miles_tune.search`` two at a time on 2 CPUs (``--cpus-per-trial 1
+   --max-concurrent 2``, no MLflow), against the same 16 configurations trained back to back in
+   one process with one thread. Both are timed as whole processes, start-up included.
+   Ratio = search / in-process (target <= 0.65; two cores allow ~0.5 plus Ray's start). Also:
+   the per-trial overhead on a reused worker (last report of one trial to the first epoch of
+   the next, from the trials' own ``reported_at``; target <= 0.5 s), the set-up of a trial
+   (first on a worker and later ones), the same search with MLflow on against off (target
+   <= 1.10), and what a fresh worker pays once (imports, dataset, Ray's start).
 2. ASHA: the same random-search configurations with and without ASHA; trial-epochs spent
    and the best validation metric found, plus the trial-epochs the full search needed to
    first reach ASHA's best.
 
-    python benchmarks/bench_search.py [--trials 8] [--asha-trials 16] [--out benchmarks/results/search.json]
+    python benchmarks/bench_search.py [--sections throughput asha] [--out benchmarks/results/search.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -26,8 +33,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from miles_tune.search import plan_search, run_search  # noqa: E402
-from miles_tune.spaces import trial_config  # noqa: E402
-from miles_tune.train import Trainer  # noqa: E402
 
 METRIC = "best/val/mm/acc"
 
@@ -50,17 +55,174 @@ def search(tmp: Path, tag: str, *extra: str) -> tuple[float, object, object]:
     return seconds, results, plan
 
 
-def in_process(results, plan) -> float:  # noqa: ANN001
-    """The same trial configurations, one after another, in this process (1 thread, as a trial)."""
+# -- throughput: the issue's whole-process comparison -----------------------------------------
+THROUGHPUT_TRIALS = 16
+THROUGHPUT_SETTINGS = ["--set", "epochs=20", "--set", "data.n_train=20000", "--set", "data.form=vector"]
+
+
+def timed_process(argv: list[str], log: Path) -> float:
+    """Wall seconds of a whole Python process (start-up, imports and Ray's start included)."""
+    import subprocess
+
+    started = time.perf_counter()
+    with log.open("w") as out:
+        code = subprocess.call([sys.executable, *argv], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    seconds = time.perf_counter() - started
+    if code != 0:
+        raise SystemExit(f"{' '.join(argv[:3])} failed (exit {code}); see {log}")
+    return seconds
+
+
+def search_process(tmp: Path, name: str, trials: int, *extra: str) -> tuple[float, Path]:
+    """``python -m miles_tune.search``, two trials at a time on 2 CPUs, as a user runs it."""
+    results = tmp / "runs"
+    argv = ["-m", "miles_tune.search", "--dataset", "synthetic", "--method", "miles",
+            "--searcher", "random", "--seed", "0", "--num-samples", str(trials), *THROUGHPUT_SETTINGS,
+            "--cpus-per-trial", "1", "--max-concurrent", "2", "--storage", str(tmp / "ray"),
+            "--results", str(results), "--name", name, "--verbose", "0", *extra]  # fmt: skip
+    started = time.time()
+    seconds = timed_process(argv, tmp / f"{name}.log")
+    (results / name / "process_times.json").write_text(json.dumps({"started": started, "ended": time.time()}))
+    return seconds, results / name
+
+
+def trial_configs(results_dir: Path) -> list[dict]:
+    """Every trial's full TrainConfig, from the search's own files (best_config.yaml gives the
+    fixed part, trials.parquet each trial's sampled parameters)."""
+    import pandas as pd
+    import yaml
+
+    base = yaml.safe_load((results_dir / "best_config.yaml").read_text())["config"]
+    df = pd.read_parquet(results_dir / "trials.parquet").drop_duplicates("trial_id")
+    configs = []
+    for _, row in df.sort_values("trial_id").iterrows():
+        params = {  # the sampled ones: config/lr, config/tau, ... (not config/miles_tune/...)
+            k.removeprefix("config/"): row[k]
+            for k in df.columns
+            if k.startswith("config/") and "/" not in k.removeprefix("config/")
+        }
+        cfg = dict(base)
+        cfg["method_args"] = dict(base["method_args"])
+        for k, v in params.items():
+            (cfg if k in cfg else cfg["method_args"])[k] = v.item() if hasattr(v, "item") else v
+        configs.append(cfg)
+    return configs
+
+
+def run_configs(path: Path) -> int:
+    """The in-process side: the configurations back to back, one thread (as one trial has)."""
     import torch
 
+    from miles_tune.config import TrainConfig
+    from miles_tune.train import Trainer
+
     torch.set_num_threads(1)
-    started = time.perf_counter()
-    for r in results:
-        params = {k: v for k, v in r.config.items() if k != "miles_tune"}
-        for _ in Trainer(trial_config(plan.base, params)).run():
+    for values in json.loads(path.read_text()):
+        for _ in Trainer(TrainConfig.from_dict(values)).run():
             pass
-    return time.perf_counter() - started
+    return 0
+
+
+def time_between_trials(results_dir: Path) -> dict[str, float]:
+    """From the trials' own reports (``reported_at``, ``setup_s``, ``epoch_seconds``, ``pid``):
+    per worker process, the dead time from one trial's last report to the next trial's first
+    epoch start, and the trials' set-up seconds (first trial on a worker, later ones)."""
+    import pandas as pd
+
+    df = pd.read_parquet(results_dir / "trials.parquet")
+    trials = []
+    for trial_id, rows in df.groupby("trial_id"):
+        rows = rows.sort_values("epoch")
+        first = rows.iloc[0]
+        trials.append({
+            "trial": trial_id, "pid": int(first["pid"]), "setup_s": float(first["setup_s"]),
+            "first_epoch_start": float(first["reported_at"]) - float(first["epoch_seconds"]),
+            "last_report": float(rows.iloc[-1]["reported_at"]),
+        })  # fmt: skip
+    process = json.loads((results_dir / "process_times.json").read_text())
+    gaps, first_setup, later_setup = [], [], []
+    by_pid: dict[int, list[dict]] = {}
+    for t in sorted(trials, key=lambda t: t["first_epoch_start"]):
+        by_pid.setdefault(t["pid"], []).append(t)
+    for runs in by_pid.values():
+        first_setup.append(runs[0]["setup_s"])
+        for a, b in itertools.pairwise(runs):
+            gaps.append(b["first_epoch_start"] - a["last_report"])
+            later_setup.append(b["setup_s"])
+    mean = lambda xs: sum(xs) / len(xs) if xs else float("nan")  # noqa: E731
+    first_start = min(t["first_epoch_start"] - t["setup_s"] for t in trials)
+    return {
+        "process_start_to_first_trial_s": first_start - process["started"],
+        "last_report_to_exit_s": process["ended"] - max(t["last_report"] for t in trials),
+        "workers": len(by_pid),
+        "per_trial_overhead_s": mean(gaps),
+        "per_trial_overhead_max_s": max(gaps, default=float("nan")),
+        "setup_first_trial_on_worker_s": mean(first_setup),
+        "setup_later_trials_s": mean(later_setup),
+    }
+
+
+def start_up_costs() -> dict[str, float]:
+    """What a fresh worker pays once: Ray's start, the imports, building the dataset."""
+    import subprocess
+
+    probe = (
+        "import time, json\n"
+        "t0 = time.perf_counter()\n"
+        "import torch, ray.tune, miles_tune.trainable, miles_tune.train, miles_tune.tracking, mlflow\n"
+        "t1 = time.perf_counter()\n"
+        "from miles_tune.data import create_dataset\n"
+        "create_dataset('synthetic', form='vector', n_train=20000)\n"
+        "t2 = time.perf_counter()\n"
+        "import ray\n"
+        "ray.init(address='local', num_cpus=2, include_dashboard=False)\n"
+        "t3 = time.perf_counter(); ray.shutdown()\n"
+        "print(json.dumps({'imports_s': t1 - t0, 'dataset_s': t2 - t1, 'ray_start_s': t3 - t2}))\n"
+    )
+    out = subprocess.check_output([sys.executable, "-c", probe], cwd=ROOT, stderr=subprocess.DEVNULL)
+    return json.loads(out.decode().strip().splitlines()[-1])
+
+
+def throughput(tmp: Path, trials: int, pairs: int) -> dict:
+    """The issue's measure: ``trials`` identical small trials through a search two at a time
+    against the same trials back to back in one process, both timed as whole processes, in
+    ``pairs`` pairs whose order alternates (search first, then serial first: the machine's
+    load drifts); the ratio is the median of the per-pair ratios."""
+    import statistics
+
+    search_s, serial_s, runs = [], [], []
+    configs = tmp / "configs.json"
+    for i in range(pairs):
+        for side in ("search", "serial") if i % 2 == 0 else ("serial", "search"):
+            if side == "search":
+                seconds, results_dir = search_process(tmp, f"two-at-once-{i}", trials, "--no-tracking")
+                search_s.append(seconds)
+                runs.append(results_dir)
+                if not configs.exists():  # the same seeded configurations every time
+                    configs.write_text(json.dumps(trial_configs(results_dir)))
+            else:  # pair 0 ran the search first: its configurations are known
+                argv = [str(Path(__file__).resolve()), "--run-configs", str(configs)]
+                serial_s.append(timed_process(argv, tmp / f"serial-{i}.log"))
+    ratios = [a / b for a, b in zip(search_s, serial_s, strict=True)]
+    mlflow_s, _ = search_process(tmp, "two-at-once-mlflow", trials,
+                                 "--tracking-uri", f"sqlite:///{tmp / 'mlflow.db'}")  # fmt: skip
+    return {
+        "trials": trials,
+        "settings": " ".join(THROUGHPUT_SETTINGS),
+        "search_two_at_once_s": search_s,
+        "in_process_back_to_back_s": serial_s,
+        "ratios_search_vs_in_process": ratios,
+        "ratio_search_vs_in_process": statistics.median(ratios),
+        "search_two_at_once_mlflow_s": mlflow_s,
+        "ratio_mlflow_on_vs_off": mlflow_s / search_s[-1],  # the search run just before it
+        "between_trials": [time_between_trials(r) for r in runs],
+        "start_up": start_up_costs(),
+        "targets": {
+            "ratio_search_vs_in_process": 0.65,
+            "per_trial_overhead_s": 0.5,
+            "ratio_mlflow_on_vs_off": 1.10,
+        },  # fmt: skip
+    }
 
 
 def trial_epochs(results) -> list[tuple[int, float]]:  # noqa: ANN001
@@ -74,73 +236,80 @@ def trial_epochs(results) -> list[tuple[int, float]]:  # noqa: ANN001
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--trials", type=int, default=8)
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--sections", nargs="+", default=["throughput", "asha"], choices=["throughput", "asha"])
+    p.add_argument("--trials", type=int, default=THROUGHPUT_TRIALS)
+    p.add_argument("--pairs", type=int, default=2, help="search/in-process pairs, alternating order")
     p.add_argument("--asha-trials", type=int, default=16)
     p.add_argument("--asha-epochs", type=int, default=20)
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "search.json")
+    p.add_argument("--run-configs", type=Path, help=argparse.SUPPRESS)  # the in-process side
     args = p.parse_args(argv)
+    if args.run_configs:
+        return run_configs(args.run_configs)
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    out: dict = {
-        "command": "python benchmarks/bench_search.py " + " ".join(argv or sys.argv[1:]),
-        "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version()},
-    }
+    out: dict = json.loads(args.out.read_text()) if args.out.exists() else {}
+    out.pop("overhead", None)  # the previous measure (in-process timing inside the driver)
+    out["command"] = "python benchmarks/bench_search.py " + " ".join(argv or sys.argv[1:])
+    out["machine"] = {"cpu_count": os.cpu_count(), "python": platform.python_version(),
+                      "load_average_start": os.getloadavg()}  # fmt: skip
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        # the regime its published figures were measured on (synthetic's default before the study)
-        common = ["--num-samples", str(args.trials), "--set", f"epochs={args.epochs}",
-                  "--cpus-per-trial", "1", "--set", "data.regime=inverted"]  # fmt: skip
-        ray_s, results, plan = search(tmp, "serial", *common, "--max-concurrent", "1")
-        local_s = in_process(results, plan)
-        mlflow_s, _, _ = search(tmp, "serial-mlflow", *common, "--max-concurrent", "1",
-                                "--tracking-uri", f"sqlite:///{tmp / 'mlflow.db'}")  # fmt: skip
-        par_s, _, _ = search(tmp, "parallel", *common)
-        out["overhead"] = {
-            "trials": args.trials, "epochs": args.epochs,
-            "in_process_s": local_s, "ray_serial_s": ray_s, "ray_serial_mlflow_s": mlflow_s,
-            "ray_two_at_once_s": par_s,
-            "ratio_ray_serial_vs_in_process": ray_s / local_s,
-            "ratio_ray_mlflow_serial_vs_in_process": mlflow_s / local_s,
-            "ratio_ray_two_at_once_vs_in_process": par_s / local_s,
-            "per_trial_overhead_s": (ray_s - local_s) / args.trials,
-        }  # fmt: skip
-
-        asha_common = ["--num-samples", str(args.asha_trials), "--set", f"epochs={args.asha_epochs}",
-                       "--cpus-per-trial", "1", "--seed", "1", "--set", "data.regime=inverted"]  # fmt: skip
-        full_s, full, _ = search(tmp, "full", *asha_common)
-        asha_s, asha, _ = search(tmp, "asha", *asha_common, "--scheduler", "asha", "--grace-period", "2")
-        f_rows, a_rows = trial_epochs(full), trial_epochs(asha)
-        asha_best = max(b for _, b in a_rows)
-        spent, reached_at = 0, None
-        for epochs, best in f_rows:
-            spent += epochs
-            if best >= asha_best and reached_at is None:
-                reached_at = spent
-        out["asha"] = {
-            "trials": args.asha_trials, "max_epochs": args.asha_epochs,
-            "full_trial_epochs": sum(e for e, _ in f_rows), "asha_trial_epochs": sum(e for e, _ in a_rows),
-            "full_best_val": max(b for _, b in f_rows), "asha_best_val": asha_best,
-            "full_trial_epochs_to_reach_asha_best": reached_at,
-            "epochs_ratio_asha_vs_full": sum(e for e, _ in a_rows) / sum(e for e, _ in f_rows),
-            "full_wall_s": full_s, "asha_wall_s": asha_s,
-        }  # fmt: skip
+        if "throughput" in args.sections:
+            out["throughput"] = throughput(tmp, args.trials, args.pairs)
+        if "asha" in args.sections:
+            out["asha"] = asha(tmp, args.asha_trials, args.asha_epochs)
+    out["machine"]["load_average_end"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2))
-    o, a = out["overhead"], out["asha"]
-    print(f"| {args.trials} trials × {args.epochs} epochs | seconds | ratio vs in-process |\n|---|---|---|")
-    print(f"| in process, back to back | {o['in_process_s']:.1f} | 1.00 |")
-    print(f"| Ray Tune, one at a time | {o['ray_serial_s']:.1f} | "
-          f"{o['ratio_ray_serial_vs_in_process']:.2f} |")  # fmt: skip
-    print(f"| Ray Tune + MLflow, one at a time | {o['ray_serial_mlflow_s']:.1f} | "
-          f"{o['ratio_ray_mlflow_serial_vs_in_process']:.2f} |")  # fmt: skip
-    print(f"| Ray Tune, two at once (2 cores) | {o['ray_two_at_once_s']:.1f} | "
-          f"{o['ratio_ray_two_at_once_vs_in_process']:.2f} |")  # fmt: skip
-    print(f"\nASHA over {a['trials']} trials (max {a['max_epochs']} epochs): "
-          f"{a['asha_trial_epochs']} trial-epochs "
-          f"(best val {a['asha_best_val']:.4f}) vs {a['full_trial_epochs']} without "
-          f"(best val {a['full_best_val']:.4f}); the full search first reached ASHA's best after "
-          f"{a['full_trial_epochs_to_reach_asha_best']} trial-epochs")  # fmt: skip
+    if "throughput" in out:
+        t, u = out["throughput"], out["throughput"]["start_up"]
+        print(f"| {t['trials']} trials ({t['settings']}) | seconds | ratio | target |\n|---|---|---|---|")
+        pairs = zip(t["search_two_at_once_s"], t["in_process_back_to_back_s"], strict=True)
+        for i, (a, b) in enumerate(pairs):
+            print(f"| pair {i}: in one process, back to back | {b:.1f} | 1.00 | |")
+            print(f"| pair {i}: search, two at once (2 cores) | {a:.1f} | {a / b:.3f} | <= 0.65 |")
+        print(f"| **median ratio** | | **{t['ratio_search_vs_in_process']:.3f}** | <= 0.65 |")
+        print(f"| search, two at once, MLflow on | {t['search_two_at_once_mlflow_s']:.1f} | "
+              f"{t['ratio_mlflow_on_vs_off']:.3f} (vs off) | <= 1.10 |")  # fmt: skip
+        for b in t["between_trials"]:
+            print(f"\nper-trial overhead on a reused worker: {b['per_trial_overhead_s']:.3f} s "
+                  f"(max {b['per_trial_overhead_max_s']:.3f}; target <= 0.5) over {b['workers']} workers; "
+                  f"set-up {b['setup_first_trial_on_worker_s']:.2f} s for a worker's first trial, "
+                  f"{b['setup_later_trials_s']:.3f} s later; first trial started "
+                  f"{b['process_start_to_first_trial_s']:.1f} s after the process, the process ended "
+                  f"{b['last_report_to_exit_s']:.1f} s after the last report")  # fmt: skip
+        print(f"once per fresh worker: imports {u['imports_s']:.2f} s, dataset {u['dataset_s']:.2f} s; "
+              f"Ray's start {u['ray_start_s']:.2f} s")  # fmt: skip
+    if "asha" in out and "asha" in args.sections:
+        a = out["asha"]
+        print(f"\nASHA over {a['trials']} trials (max {a['max_epochs']} epochs): "
+              f"{a['asha_trial_epochs']} trial-epochs "
+              f"(best val {a['asha_best_val']:.4f}) vs {a['full_trial_epochs']} without "
+              f"(best val {a['full_best_val']:.4f}); the full search first reached ASHA's best after "
+              f"{a['full_trial_epochs_to_reach_asha_best']} trial-epochs")  # fmt: skip
     return 0
+
+
+def asha(tmp: Path, trials: int, epochs: int) -> dict:
+    asha_common = ["--num-samples", str(trials), "--set", f"epochs={epochs}",
+                   "--cpus-per-trial", "1", "--seed", "1", "--set", "data.regime=inverted"]  # fmt: skip
+    full_s, full, _ = search(tmp, "full", *asha_common)
+    asha_s, asha_results, _ = search(tmp, "asha", *asha_common, "--scheduler", "asha", "--grace-period", "2")
+    f_rows, a_rows = trial_epochs(full), trial_epochs(asha_results)
+    asha_best = max(b for _, b in a_rows)
+    spent, reached_at = 0, None
+    for e, best in f_rows:
+        spent += e
+        if best >= asha_best and reached_at is None:
+            reached_at = spent
+    return {
+        "trials": trials, "max_epochs": epochs,
+        "full_trial_epochs": sum(e for e, _ in f_rows), "asha_trial_epochs": sum(e for e, _ in a_rows),
+        "full_best_val": max(b for _, b in f_rows), "asha_best_val": asha_best,
+        "full_trial_epochs_to_reach_asha_best": reached_at,
+        "epochs_ratio_asha_vs_full": sum(e for e, _ in a_rows) / sum(e for e, _ in f_rows),
+        "full_wall_s": full_s, "asha_wall_s": asha_s,
+    }  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from miles_tune.value_types import parse_annotation, show
 OPTIMIZERS = ("adam", "adamw", "sgd")
 U_SOURCES = ("val", "train")
 FUSIONS = ("concat", "sum")
+AMP = ("off", "bf16")
 # metric names per task (miles_tune.metrics computes them; kept here so config stays torch-free)
 MULTICLASS_METRICS = ("acc", "f1_macro")
 MULTILABEL_METRICS = ("f1_micro", "f1_macro", "f1_samples", "f1_weighted", "acc")
@@ -50,6 +51,13 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # "auto" = cuda when available, else cpu
     num_workers: int = 0
+    # mixed precision: "bf16" autocasts forward and loss to bfloat16 (no loss scaling needed);
+    # "off" (the default) trains in float32. Meant for GPUs: on a CPU bf16 is usually slower.
+    amp: str = "off"
+    channels_last: bool = False  # 4-D weights and inputs in NHWC (faster convolutions on GPUs)
+    # keep the splits on the device for the whole run (no copy per batch): None = on a GPU, when
+    # the splits take at most DEVICE_DATA_LIMIT bytes as model input (S-MNIST, LUMA, mfeat, synthetic)
+    data_on_device: bool | None = None
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
@@ -90,7 +98,12 @@ class TrainConfig:
             raise ConfigError(f"num_workers must be >= 0, got {self.num_workers!r}")
         if not 0 <= self.seed < SEED_LIMIT:
             raise ConfigError(f"seed must be an integer in [0, 2**32), got {self.seed!r}")
-        for name, allowed in (("optimizer", OPTIMIZERS), ("u_source", U_SOURCES), ("fusion", FUSIONS)):
+        for name, allowed in (
+            ("optimizer", OPTIMIZERS),
+            ("u_source", U_SOURCES),
+            ("fusion", FUSIONS),
+            ("amp", AMP),
+        ):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {allowed}, got {show(getattr(self, name))}")
         if self.metric is not None and self.metric not in METRICS:

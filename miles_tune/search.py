@@ -45,6 +45,7 @@ from miles_tune.cli import apply_overrides, check_config, parse_value
 from miles_tune.config import SEED_LIMIT, TrainConfig
 from miles_tune.errors import ConfigError
 from miles_tune.spaces import SearchSpace, load_search_space, trial_config
+from miles_tune.storage import KEEP_CHECKPOINTS
 from miles_tune.value_types import show
 
 log = logging.getLogger("miles_tune.search")
@@ -168,6 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="fix every searched parameter to the best trial of a best_config.yaml (--set and --grid win)",
     )
     p.add_argument("--resume", action="store_true", help="restore the search --name (default: the latest)")
+    p.add_argument(
+        "--keep-checkpoints",
+        default="best",
+        choices=KEEP_CHECKPOINTS,
+        help="what stays in the storage folder once a trial ends: the best trial's best-epoch weights "
+        "(best), every trial's last checkpoint (all) or no weights (none); a running trial keeps one",
+    )
     p.add_argument("--results", default="runs", help="folder of the result files (best_config.yaml, ...)")
     p.add_argument(
         "--set",
@@ -560,10 +568,72 @@ def make_callbacks(plan: SearchPlan) -> list:
             if FAILED_KEY in result:
                 trial.max_failures = trial.num_failures
 
-    callbacks: list = [NoRetryOfDeterministicFailures()]
+    callbacks: list = [NoRetryOfDeterministicFailures(), *result_loggers()]
     if plan.tracking_uri is not None:
         callbacks.append(make_run_closer(plan.base, plan.name))
+    if plan.args.keep_checkpoints != "all":
+        callbacks.append(make_checkpoint_pruner(plan))
     return callbacks
+
+
+def result_loggers() -> list:
+    """Tune's CSV and JSON result files (``trials.parquet`` is built from them), and no
+    TensorBoard files: Tune adds its TensorBoard logger unless one is given, and it cost the
+    driver CPU on every result of every trial (MLflow is this tool's record of the metrics)."""
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
+
+    class NoTensorBoard(TBXLoggerCallback):
+        def __init__(self) -> None:  # the parent opens tensorboardX writers
+            pass
+
+        def log_trial_start(self, trial) -> None:  # noqa: ANN001
+            pass
+
+        def log_trial_result(self, iteration, trial, result) -> None:  # noqa: ANN001
+            pass
+
+        def log_trial_end(self, trial, failed: bool = False) -> None:  # noqa: ANN001
+            pass
+
+    return [CSVLoggerCallback(), JsonLoggerCallback(), NoTensorBoard()]
+
+
+def make_checkpoint_pruner(plan: SearchPlan):  # noqa: ANN201 -> tune.Callback
+    """``--keep-checkpoints best|none`` (:mod:`miles_tune.storage`), applied as each trial ends."""
+    from types import SimpleNamespace
+
+    from ray import tune
+
+    from miles_tune.storage import remove_files
+    from miles_tune.trainable import BEST_MODEL_FILE, TRAINER_FILE
+
+    keep_best = plan.args.keep_checkpoints == "best"
+
+    class PruneCheckpoints(tune.Callback):
+        """Drops a finished trial's trainer state at once and, with ``best``, the best-epoch weights
+        of every finished trial but the best so far (by :func:`best_result`, the rule that writes
+        ``best_config.yaml``). Holds plain data only (Tune pickles it with the experiment)."""
+
+        def __init__(self) -> None:
+            self.pruned: set[str] = set()  # trials whose best_model.pt is gone
+
+        def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: ANN001
+            if trial.checkpoint is None:
+                return
+            if not keep_best:
+                remove_files(trial.checkpoint, (TRAINER_FILE, BEST_MODEL_FILE))
+                return
+            remove_files(trial.checkpoint, (TRAINER_FILE,))
+            ended = [t for t in trials if t is trial or (t.status == "TERMINATED" and t.checkpoint)]
+            views = [SimpleNamespace(metrics=t.last_result, config=t.config, trial=t) for t in ended]
+            best = best_result(views, plan)
+            for view in views:
+                t = view.trial
+                if (best is None or view is not best) and t.trial_id not in self.pruned:
+                    remove_files(t.checkpoint, (BEST_MODEL_FILE,))
+                    self.pruned.add(t.trial_id)
+
+    return PruneCheckpoints()
 
 
 def make_run_closer(base: dict[str, Any], search_name: str):  # noqa: ANN201 -> tune.Callback
@@ -867,6 +937,9 @@ def make_tuner(plan: SearchPlan, trainable, fixed: dict[str, Any], extra_callbac
             scheduler=make_scheduler(plan),
             num_samples=plan.tune_num_samples,
             max_concurrent_trials=args.max_concurrent or None,
+            # one worker process per concurrent trial, for the whole search: imports, CUDA context
+            # and dataset paid once (miles_tune.trainable: what each trial keeps its own)
+            reuse_actors=True,
             trial_name_creator=lambda t: trial_name(args.method, t.experiment_tag),
             trial_dirname_creator=lambda t: f"trial_{t.trial_id}",
         ),
@@ -874,7 +947,7 @@ def make_tuner(plan: SearchPlan, trainable, fixed: dict[str, Any], extra_callbac
             name=plan.name,
             storage_path=plan.storage,
             failure_config=tune.FailureConfig(max_failures=args.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),  # then --keep-checkpoints
             callbacks=make_callbacks(plan) + list(extra_callbacks or []),
             verbose=args.verbose,
         ),
@@ -1078,6 +1151,16 @@ def format_best(summary: dict[str, Any], plan: SearchPlan) -> str:
     return "\n".join(lines)
 
 
+def format_storage(plan: SearchPlan) -> str:
+    """What the search holds in its storage folder now (after ``--keep-checkpoints``)."""
+    from miles_tune.storage import format_bytes, storage_bytes
+
+    path = storage_join(plan.storage, plan.name)
+    used = storage_bytes(path)
+    shown = "cannot be listed" if used is None else format_bytes(used)
+    return f"storage: {shown} in {path} (--keep-checkpoints {plan.args.keep_checkpoints})"
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         plan = plan_search(argv)
@@ -1097,6 +1180,7 @@ def main(argv: list[str] | None = None) -> int:
         if ours and ray.is_initialized():
             ray.shutdown()
     print(format_best(summary, plan))
+    print(format_storage(plan))
     if interrupted(results, plan):
         print(f"interrupted: finish it with --resume --name {plan.name} (same arguments)", file=sys.stderr)
         return 130

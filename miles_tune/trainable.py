@@ -8,6 +8,14 @@ uninterrupted one. A trial that fails for a reason a retry would repeat (a bad s
 file, a diverging loss) reports :data:`FAILED_KEY` first, so the driver does not retry it.
 It trains on CUDA when Ray assigned it a GPU and CUDA is there, on CPU otherwise.
 
+**Reused workers.** The search lets Tune reuse a worker process for its next trial
+(``reuse_actors``): the imports, the CUDA context and the dataset (:func:`held_dataset`) are
+paid once per worker. Everything a trial's numbers depend on is its own: seeds and RNG
+states (set by the :class:`Trainer`), torch's thread count, the model, optimizer and method
+objects, the MLflow run; CUDA's cached memory is released when a trial ends. Each report
+carries ``setup_s`` (seconds from the trial's start to its first epoch) and ``reported_at``
+(wall-clock time), from which ``benchmarks/bench_search.py`` measures the time between trials.
+
 The trial's config holds the sampled parameters at the top level (``lr``, ``tau``, ...)
 and, under ``miles_tune``, the fixed base config and the tracking settings (and ``--seeds``,
 which a repeat's ``__trial_index__`` picks from: see :func:`sampled_params`).
@@ -19,14 +27,19 @@ import json
 import math
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 RESERVED = "miles_tune"
 TRAINER_FILE = "trainer.pt"
 TRIAL_FILE = "trial.json"
-HISTORY_FILE = "history.parquet"
+#: the records so far as JSON (cheap to write every epoch; Parquet took 55 ms at epoch 20)
+HISTORY_FILE = "history.json"
+OLD_HISTORY_FILE = "history.parquet"  # what checkpoints written before held
 SUMMARY_FILE = "summary.json"
+#: the model weights of the trial's best epoch so far (what ``--keep-checkpoints best`` keeps)
+BEST_MODEL_FILE = "best_model.pt"
 #: reported (with the searched metric as NaN) just before a trial raises an error that a retry
 #: would only repeat: a bad setting or file (ConfigError), a diverging loss (NonFiniteLossError)
 FAILED_KEY = "miles_tune/failed"
@@ -160,43 +173,78 @@ def end_tags(summary: dict[str, Any] | None, records: list, scheduler: str | Non
 
 def read_trial_checkpoint(checkpoint) -> dict[str, Any]:  # noqa: ANN001
     """What a trial checkpoint tells the driver: ``history`` (records), ``summary``, ``mlflow_run_id``."""
+    from miles_tune.records import EpochRecord
     from miles_tune.train import read_history
 
     with checkpoint.as_directory() as d:
         d = Path(d)
         trial = json.loads((d / TRIAL_FILE).read_text()) if (d / TRIAL_FILE).exists() else {}
+        if (d / HISTORY_FILE).exists():
+            history = [EpochRecord.from_flat(r) for r in json.loads((d / HISTORY_FILE).read_text())]
+        else:
+            history = read_history(d / OLD_HISTORY_FILE) if (d / OLD_HISTORY_FILE).exists() else []
         return {
-            "history": read_history(d / HISTORY_FILE) if (d / HISTORY_FILE).exists() else [],
+            "history": history,
             "summary": json.loads((d / SUMMARY_FILE).read_text()) if (d / SUMMARY_FILE).exists() else None,
             "mlflow_run_id": trial.get("mlflow_run_id"),
         }
 
 
+def model_bytes(model) -> bytes:  # noqa: ANN001
+    """The model's weights as a torch file in memory (what :data:`BEST_MODEL_FILE` holds)."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buffer)
+    return buffer.getvalue()
+
+
+def release_device_memory(device: str) -> None:
+    """Give CUDA's cached blocks back once a trial ends: the next trial on this reused worker
+    (or another process sharing the GPU) starts from what it allocates itself."""
+    if device.startswith("cuda"):
+        import gc
+
+        import torch
+
+        gc.collect()  # the trial's tensors may sit in reference cycles (closures over the trainer)
+        torch.cuda.empty_cache()
+
+
 def train_trial(config: dict[str, Any]) -> None:
+    started = time.perf_counter()
     from ray import tune
 
     from miles_tune import system_metrics
+    from miles_tune.data import held_dataset
     from miles_tune.errors import ConfigError
     from miles_tune.spaces import trial_config
     from miles_tune.tracking import TrialRun
-    from miles_tune.train import NonFiniteLossError, Trainer, write_history
+    from miles_tune.train import NonFiniteLossError, Trainer
 
     fixed = config[RESERVED]
     ctx = tune.get_context()
     run = None
     trainer = None
+    cfg = None
     sampler = None  # MLflow's system metrics of this trial, once its run exists
+    best_weights: bytes | None = None  # the best epoch's weights so far
     try:
         set_threads_from_resources()
         cfg = trial_config(fixed["base"], sampled_params(config))
         cfg.device = pick_device()
-        trainer = Trainer(cfg)
+        cfg.validate()  # before the dataset is built (or reused)
+        trainer = Trainer(cfg, data=held_dataset(cfg.dataset, **cfg.data))
         run_id = None
         checkpoint = tune.get_checkpoint()
         if checkpoint is not None:
             with checkpoint.as_directory() as d:
                 trainer.load_checkpoint(Path(d) / TRAINER_FILE)
                 run_id = json.loads((Path(d) / TRIAL_FILE).read_text()).get("mlflow_run_id")
+                if (Path(d) / BEST_MODEL_FILE).exists():
+                    best_weights = (Path(d) / BEST_MODEL_FILE).read_bytes()
         where = {"device": cfg.device, **placement()}
         if fixed.get("tracking"):
             spec = run_spec(config, ctx.get_trial_id(), ctx.get_trial_name(), cfg.to_dict(), where)
@@ -212,18 +260,24 @@ def train_trial(config: dict[str, Any]) -> None:
                 sampler, wants_samples = system_metrics.start(run.spec.tracking_uri, run.run_id), False
 
         sample()
+        setup_s = time.perf_counter() - started
         for record in trainer.run():
+            if trainer.best_epoch == record.epoch:
+                best_weights = model_bytes(trainer.model)
             if run is not None:
                 run.sync(trainer.history)
                 sample()
-            metrics = {**progress_metrics(trainer, record), **where}
+            metrics = {**progress_metrics(trainer, record), **where, "setup_s": setup_s}
             with tempfile.TemporaryDirectory() as d:
                 trainer.save_checkpoint(Path(d) / TRAINER_FILE)
-                write_history(trainer.history, Path(d) / HISTORY_FILE)
+                if best_weights is not None:
+                    (Path(d) / BEST_MODEL_FILE).write_bytes(best_weights)
+                (Path(d) / HISTORY_FILE).write_text(json.dumps([r.flat() for r in trainer.history]))
                 (Path(d) / SUMMARY_FILE).write_text(json.dumps(trainer.summary(), default=str))
                 (Path(d) / TRIAL_FILE).write_text(json.dumps({"mlflow_run_id": run.run_id if run else None}))
                 if run is not None and run.run_id is not None:
                     metrics["mlflow_run_id"] = run.run_id
+                metrics["reported_at"] = time.time()
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
             crash_once_for_tests(record.epoch)
     except (ConfigError, NonFiniteLossError) as exc:
@@ -245,3 +299,6 @@ def train_trial(config: dict[str, Any]) -> None:
         summary = trainer.summary()
         tags = end_tags(summary, trainer.history, None)
         run.sync(trainer.history, status="FINISHED", summary=summary, tags=tags, force=True)
+    device = cfg.device
+    del trainer, best_weights
+    release_device_memory(device)

@@ -52,6 +52,25 @@ def create_dataset(name: str, **kwargs: Any) -> MultimodalData:
     return DATASETS.create(name, **kwargs)
 
 
+_HELD: dict[str, MultimodalData] = {}  # at most one dataset per process: see held_dataset
+
+
+def held_dataset(name: str, **kwargs: Any) -> MultimodalData:
+    """:func:`create_dataset`, built once per process for the same name and options.
+
+    A Ray worker that Tune reuses for the search's next trial trains it on the tensors it
+    already holds (or the memory-mapped cache it already opened) instead of building them
+    again. Only the latest dataset is held, so a worker never holds two. The splits are
+    shared, read-only: the loop never writes into them (``split_holdout`` copies)."""
+    import json
+
+    key = json.dumps([name, kwargs], sort_keys=True, default=repr)
+    if key not in _HELD:
+        _HELD.clear()  # release the previous one before building the next
+        _HELD[key] = create_dataset(name, **kwargs)
+    return _HELD[key]
+
+
 def list_datasets() -> list[str]:
     return DATASETS.names()
 
@@ -112,6 +131,7 @@ __all__ = [
     "data_home",
     "dataset_info",
     "default_data_root",
+    "held_dataset",
     "iterate_batches",
     "list_datasets",
     "probe_dataset",

@@ -49,7 +49,15 @@ class TensorSplit(Dataset):
         return {m: x[i] for m, x in self.inputs.items()}, self.labels[i]
 
     def subset(self, index: torch.Tensor) -> TensorSplit:
+        index = index.to(self.labels.device)
         return TensorSplit({m: x[index] for m, x in self.inputs.items()}, self.labels[index])
+
+    def to(self, device: torch.device | str) -> TensorSplit:
+        """The same split on ``device`` (itself when it is already there)."""
+        device = torch.device(device)
+        if self.labels.device == device:
+            return self
+        return TensorSplit({m: x.to(device) for m, x in self.inputs.items()}, self.labels.to(device))
 
 
 @dataclass
@@ -99,25 +107,32 @@ def iterate_batches(
     seed: int | None = None,
     num_workers: int = 0,
     device: torch.device | str = "cpu",
+    memory_format: torch.memory_format | None = None,
 ) -> Iterator[Batch]:
-    """Yield ``(inputs, labels)`` batches.
+    """Yield ``(inputs, labels)`` batches on ``device``.
 
     The order depends only on ``seed`` (a fresh generator per call), so an epoch's
-    batches are the same whether the run was resumed or not.
+    batches are the same whether the run was resumed or not. A :class:`TensorSplit` already
+    on the device is indexed there (no copy). Host batches go to a GPU from pinned memory,
+    without blocking (the DataLoader's workers pin them when ``num_workers`` > 0).
+    ``memory_format`` (``torch.channels_last``) applies to 4-D inputs.
     """
     generator = None
     if shuffle:
         generator = torch.Generator()
         generator.manual_seed(0 if seed is None else seed)
     device = torch.device(device)
-    non_blocking = device.type == "cuda"
+
+    def moved(inputs: dict[str, torch.Tensor], labels: torch.Tensor) -> Batch:
+        return {m: to_device(x, device, memory_format) for m, x in inputs.items()}, to_device(labels, device)
+
     if isinstance(split, TensorSplit):
         n = len(split)
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        order = order.to(split.labels.device)  # indexing where the data is
         for start in range(0, n, batch_size):
             idx = order[start : start + batch_size]
-            inputs = {m: x[idx].to(device, non_blocking=non_blocking) for m, x in split.inputs.items()}
-            yield inputs, split.labels[idx].to(device, non_blocking=non_blocking)
+            yield moved({m: x[idx] for m, x in split.inputs.items()}, split.labels[idx])
         return
     if callable(getattr(split, "get_batch", None)):
         # One get_batch call per batch, same order as TensorSplit; workers (if any) prefetch whole batches.
@@ -126,11 +141,7 @@ def iterate_batches(
         index_batches = [order[start : start + batch_size] for start in range(0, n, batch_size)]
         if num_workers == 0:
             for idx in index_batches:
-                inputs, labels = split.get_batch(idx)
-                yield (
-                    {m: x.to(device, non_blocking=non_blocking) for m, x in inputs.items()},
-                    labels.to(device, non_blocking=non_blocking),
-                )
+                yield moved(*split.get_batch(idx))
             return
         loader = DataLoader(
             _BatchesOf(split),
@@ -151,7 +162,45 @@ def iterate_batches(
             persistent_workers=False,
         )
     for inputs, labels in loader:
-        yield (
-            {m: x.to(device, non_blocking=non_blocking) for m, x in inputs.items()},
-            labels.to(device, non_blocking=non_blocking),
-        )
+        yield moved(inputs, labels)
+
+
+def to_device(
+    x: torch.Tensor, device: torch.device, memory_format: torch.memory_format | None = None
+) -> torch.Tensor:
+    """``x`` on ``device``: a host tensor bound for a GPU is pinned first so the copy does not
+    block; ``memory_format`` applies to 4-D tensors only."""
+    if device.type == "cuda" and x.device.type == "cpu" and not x.is_pinned():
+        x = x.pin_memory()
+    x = x.to(device, non_blocking=device.type == "cuda")
+    if memory_format is not None and x.dim() == 4:
+        x = x.contiguous(memory_format=memory_format)
+    return x
+
+
+def on_device(split: Dataset, device: torch.device | str) -> TensorSplit:
+    """``split`` as a :class:`TensorSplit` held on ``device``: the whole split read once (a
+    ``get_batch`` split in its model-input form, transforms applied) and copied once."""
+    if isinstance(split, TensorSplit):
+        return split.to(device)
+    n = len(split)
+    if callable(getattr(split, "get_batch", None)):
+        inputs, labels = split.get_batch(torch.arange(n))
+    else:
+        inputs, labels = next(iter(DataLoader(split, batch_size=n)))
+    return TensorSplit(inputs, labels).to(device)
+
+
+def input_bytes(split: Dataset) -> int:
+    """Bytes ``split`` takes in its model-input form (estimated from its first sample)."""
+    if isinstance(split, TensorSplit):
+        return sum(x.nbytes for x in split.inputs.values()) + split.labels.nbytes
+    if len(split) == 0:
+        return 0
+    if callable(getattr(split, "get_batch", None)):
+        inputs, labels = split.get_batch(torch.arange(1))
+    else:
+        inputs, labels = split[0]
+        labels = torch.as_tensor(labels)
+    one = sum(x.nbytes for x in inputs.values()) + labels.nbytes
+    return one * len(split)

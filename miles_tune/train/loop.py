@@ -22,6 +22,7 @@ Command line: ``python -m miles_tune.train --dataset synthetic --method miles --
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import pickle
@@ -41,6 +42,7 @@ from miles_tune.balance.base import RunContext
 from miles_tune.balance.miles import conditional_utilization, imbalance
 from miles_tune.config import TrainConfig
 from miles_tune.data import MultimodalData, TensorSplit, create_dataset, iterate_batches
+from miles_tune.data.base import input_bytes, on_device
 from miles_tune.errors import ConfigError
 from miles_tune.metrics import check_metric, compute_metrics, loss_function, probabilities
 from miles_tune.models import JointFusionModel, create_encoder
@@ -57,7 +59,9 @@ from miles_tune.records import (
 
 CHECKPOINT_VERSION = 2  # 2: RNG states as tensors and plain containers (read with weights_only)
 # settings a resumed run may change without changing its results
-RESUMABLE_CHANGES = {"epochs", "device", "num_workers", "eval_batch_size"}
+RESUMABLE_CHANGES = {"epochs", "device", "num_workers", "eval_batch_size", "data_on_device"}
+#: splits larger than this (bytes, as model input) stay on the host with data_on_device=None
+DEVICE_DATA_LIMIT = 4 * 2**30
 
 
 class NonFiniteLossError(RuntimeError):
@@ -122,6 +126,13 @@ def split_holdout(train: Dataset, fraction: float, seed: int) -> tuple[Dataset, 
     return Subset(train, keep.tolist()), Subset(train, out.tolist())
 
 
+def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast for ``amp="bf16"`` (no loss scaling needed: bf16 has fp32's range); else nothing."""
+    if amp == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def train_pass(
     model: JointFusionModel,
     optimizer: torch.optim.Optimizer,
@@ -132,35 +143,64 @@ def train_pass(
     detach_unimodal: bool = False,
     epoch: int = 0,
     after_backward: Callable[..., None] | None = None,
+    amp: str = "off",
 ) -> tuple[torch.Tensor, int]:
     """One pass over ``batches`` with loss Σ_t weights[t]·L_t (terms: mm, then one per modality).
 
     ``after_backward(output, labels, epoch, step)`` runs between backward and step.
     Returns the sample-weighted sums (total, mm, per modality) and the number of samples.
+
+    **No host sync per step** (a GPU runs ahead of Python): each step's loss terms and the
+    norm of every parameter before the step stay on the device, and are read once when the
+    pass ends (or when an update raises). The first step s whose loss is non-finite is then
+    named exactly, with its cause when it is a parameter that the update of step s−1 made
+    non-finite (a norm that is not finite: NaN, infinite, or too large to square in float32,
+    which breaks the loss just the same). The steps after s ran on NaN; the run stops there.
     """
     modalities = model.modalities
-    sums = [0.0] * (len(modalities) + 2)  # total, mm, per modality (Python floats: no tensor ops per step)
-    n_seen = 0
     term_weights = [float(weights[MM]), *(float(weights[m]) for m in modalities)]
     if not any(term_weights):
         raise ValueError("every loss weight is 0: nothing would train")
+    named = [(name, p) for name, p in model.named_parameters()]
+    params = [p.detach() for _, p in named]
+    rows: list[torch.Tensor] = []  # per step: (total, mm, per modality) losses, on the device
+    norms: list[torch.Tensor] = []  # per step: ‖p‖ of every parameter before the update, on the device
+    sizes: list[int] = []
+    device = next(iter(params)).device if params else torch.device("cpu")
     step = -1
+
+    def first_fault() -> None:
+        """Raise for the first non-finite loss among the steps so far (one sync), naming its cause
+        when that is a parameter."""
+        if not rows:
+            return
+        hits = (~torch.stack(rows).isfinite()).any(1).nonzero().flatten().tolist()  # the sync
+        if not hits:
+            return
+        s = hits[0]
+        bad_param = ~norms[s].isfinite() if norms else None
+        if bad_param is not None and bool(bad_param.any()):
+            name = named[int(bad_param.nonzero()[0])][0]
+            where = f"the update at epoch {epoch}, step {s - 1}" if s else f"the start of epoch {epoch}"
+            raise NonFiniteLossError(f"non-finite parameter {name} after {where}")
+        raise NonFiniteLossError(f"non-finite training loss ({rows[s][0].item()}) at epoch {epoch}, step {s}")
+
     for step, (inputs, labels) in enumerate(batches):  # noqa: B007  (the last step is reported below)
-        out = model(inputs, detach_unimodal=detach_unimodal)
-        terms = [loss_fn(out.logits, labels)] + [
-            loss_fn(out.unimodal[m], labels) for m in modalities
-        ]  # mm, then one per modality
+        if params:
+            norms.append(torch.stack(torch._foreach_norm(params)))
+        with autocast(device, amp):
+            out = model(inputs, detach_unimodal=detach_unimodal)
+            terms = [loss_fn(out.logits, labels)] + [
+                loss_fn(out.unimodal[m], labels) for m in modalities
+            ]  # mm, then one per modality
+        terms = [t.float() for t in terms]
         # Σ_t w_t·L_t without no-op ops: weight 1 adds the term as is, weight 0 leaves it out
         # (its parameters then get no gradient at all, rather than a zero one)
         weighted = [t if w == 1.0 else w * t for w, t in zip(term_weights, terms, strict=True) if w != 0.0]
         loss = weighted[0]
         for t in weighted[1:]:
             loss = loss + t
-        values = torch.stack([loss.detach(), *(t.detach() for t in terms)]).tolist()  # one sync per step
-        if not math.isfinite(values[0]):
-            # parameters are checked after every pass, so a bad one here came from the last update
-            check_parameters(model, f"the update at epoch {epoch}, step {step - 1}")
-            raise NonFiniteLossError(f"non-finite training loss ({values[0]}) at epoch {epoch}, step {step}")
+        rows.append(torch.stack([loss.detach(), *(t.detach() for t in terms)]))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if after_backward is not None:
@@ -170,15 +210,18 @@ def train_pass(
         except RuntimeError as exc:  # e.g. Adam with lr 1e38: "value cannot be converted ... overflow"
             if "overflow" not in str(exc):
                 raise
+            first_fault()  # an earlier fault is the real first one
             lrs = sorted({g["lr"] for g in optimizer.param_groups})
             raise NonFiniteLossError(
                 f"non-finite parameter update at epoch {epoch}, step {step} (learning rates {lrs}): {exc}"
             ) from None
-        n = len(labels)
-        n_seen += n
-        sums = [acc + n * v for acc, v in zip(sums, values, strict=True)]
+        sizes.append(len(labels))
+    first_fault()
     check_parameters(model, f"the update at epoch {epoch}, step {step}")
-    return torch.tensor(sums, dtype=torch.float64), n_seen
+    sums = [0.0] * (len(modalities) + 2)  # total, mm, per modality: float64, summed in step order
+    for n, values in zip(sizes, torch.stack(rows).tolist() if rows else [], strict=True):
+        sums = [acc + n * v for acc, v in zip(sums, values, strict=True)]
+    return torch.tensor(sums, dtype=torch.float64), sum(sizes)
 
 
 def check_parameters(model: torch.nn.Module, where: str) -> None:
@@ -220,6 +263,8 @@ def evaluate_split(
     *,
     missing_modality: bool = True,
     train_means: Mapping[str, torch.Tensor] | None = None,
+    amp: str = "off",
+    memory_format: torch.memory_format | None = None,
 ) -> SplitEvaluation:
     """Loss and every metric of every head on one split (eval mode), in one encoder pass.
 
@@ -243,23 +288,27 @@ def evaluate_split(
     zeroed: dict[str, list[torch.Tensor]] = {m: [] for m in modalities} if missing_modality else {}
     sums: dict[str, torch.Tensor] = {}
     labels: list[torch.Tensor] = []
-    for inputs, y in iterate_batches(split, batch_size, device=device):
-        out = model(inputs)
-        logits[MM].append(out.logits.float().cpu())
-        for m in modalities:
-            logits[m].append(out.unimodal[m].float().cpu())
-        if missing_modality:
-            z = [out.features[m] for m in modalities]
-            for i, m in enumerate(modalities):
-                without = [torch.zeros_like(f) if j == i else f for j, f in enumerate(z)]
-                zeroed[m].append(model.fusion(without).float().cpu())
-                # batch sums on the device, the running sum in float64 here: exact enough for any N
-                batch_sum = z[i].float().sum(0).cpu().double()
-                sums[m] = batch_sum if m not in sums else sums[m] + batch_sum
-        labels.append(y.cpu())
-    y_all = torch.cat(labels)
+    batch_sums: dict[str, list[torch.Tensor]] = {m: [] for m in modalities}
+    # everything stays on the device until the pass ends: one copy to the host, not one per batch
+    for inputs, y in iterate_batches(split, batch_size, device=device, memory_format=memory_format):
+        with autocast(torch.device(device), amp):
+            out = model(inputs)
+            logits[MM].append(out.logits.float())
+            for m in modalities:
+                logits[m].append(out.unimodal[m].float())
+            if missing_modality:
+                z = [out.features[m] for m in modalities]
+                for i, m in enumerate(modalities):
+                    without = [torch.zeros_like(f) if j == i else f for j, f in enumerate(z)]
+                    zeroed[m].append(model.fusion(without).float())
+                    batch_sums[m].append(z[i].float().sum(0))
+        labels.append(y)
+    y_all = torch.cat(labels).cpu()
+    for m in modalities:  # per-batch sums on the device, their sum in float64 here: exact enough for any N
+        if batch_sums[m]:
+            sums[m] = torch.stack(batch_sums[m]).cpu().double().sum(0)
     n = len(y_all)
-    cat = {h: torch.cat(v) for h, v in logits.items()}
+    cat = {h: torch.cat(v).cpu() for h, v in logits.items()}
     means: dict[str, torch.Tensor] = {}
     if missing_modality:
         means = {m: sums[m] / n for m in modalities}  # n > 0: torch.cat above refuses an empty split
@@ -268,7 +317,7 @@ def evaluate_split(
             raise ValueError(f"training feature means for {sorted(reference)}, need {sorted(modalities)}")
         offsets = fusion_offsets(model, reference)
         for m in modalities:
-            cat[zeroed_head(m)] = torch.cat(zeroed[m])
+            cat[zeroed_head(m)] = torch.cat(zeroed[m]).cpu()
             cat[mean_head(m)] = cat[zeroed_head(m)] + offsets[m]
     probs = {h: probabilities(v, task) for h, v in cat.items()}
     result = {}
@@ -300,6 +349,15 @@ def fusion_offsets(model: JointFusionModel, means: Mapping[str, torch.Tensor]) -
     return out
 
 
+def keep_on_device(splits: Mapping[str, Dataset], device: torch.device, setting: bool | None) -> bool:
+    """Whether the run holds its splits on ``device`` (``data_on_device``): never on the CPU
+    (they are there already); with None, on an accelerator when they fit in
+    :data:`DEVICE_DATA_LIMIT` bytes as model input."""
+    if device.type == "cpu" or setting is False:
+        return False
+    return setting is True or sum(input_bytes(s) for s in splits.values()) <= DEVICE_DATA_LIMIT
+
+
 def weights_version(model: torch.nn.Module) -> tuple[tuple[int, int, int], ...]:
     """A fingerprint that changes whenever the model's parameters or buffers change: each tensor's
     identity, storage and in-place version counter (bumped by optimizer steps, ``load_state_dict``
@@ -323,17 +381,20 @@ class Trainer:
         self.method.check(self.data.modalities, config.fusion)
         self.device = resolve_device(config.device)
 
-        self.train_split, holdout = split_holdout(self.data.train, self.method.train_holdout, config.seed)
-        self.splits: dict[str, Dataset] = {
-            "train": self.train_split,
-            "val": self.data.val,
-            "test": self.data.test,
-        }
+        train_split, holdout = split_holdout(self.data.train, self.method.train_holdout, config.seed)
+        splits: dict[str, Dataset] = {"train": train_split, "val": self.data.val, "test": self.data.test}
         if holdout is not None:
-            self.splits["holdout"] = holdout
+            splits["holdout"] = holdout
+        if keep_on_device(splits, self.device, config.data_on_device):
+            splits = {name: on_device(split, self.device) for name, split in splits.items()}
+        self.splits = splits
+        self.train_split = splits["train"]
+        self.memory_format = torch.channels_last if config.channels_last else None
 
         seed_everything(config.seed)
         self.model = build_model(self.data, config).to(self.device)
+        if self.memory_format is not None:  # only 4-D tensors (conv weights) change layout
+            self.model = self.model.to(memory_format=self.memory_format)
         groups = self.method.param_groups(self.model, config.lr, config.heads_with_encoders)
         self.optimizer = build_optimizer(groups, config)
         self.loss_fn = loss_function(self.data.task)
@@ -363,10 +424,15 @@ class Trainer:
         ) -> dict[str, float]:
             model.train()
             batches = iterate_batches(
-                self.splits[split], cfg.batch_size, shuffle=True, seed=seed, device=self.device
+                self.splits[split],
+                cfg.batch_size,
+                shuffle=True,
+                seed=seed,
+                device=self.device,
+                memory_format=self.memory_format,
             )
             sums, n = train_pass(
-                model, optimizer, batches, self.loss_fn, weights, detach_unimodal=detach_unimodal
+                model, optimizer, batches, self.loss_fn, weights, detach_unimodal=detach_unimodal, amp=cfg.amp
             )
             return mean_losses(sums, n, model.modalities)
 
@@ -380,6 +446,8 @@ class Trainer:
                 cfg.eval_batch_size,
                 self.device,
                 missing_modality=False,
+                amp=cfg.amp,
+                memory_format=self.memory_format,
             ).metrics
 
         return RunContext(
@@ -471,6 +539,7 @@ class Trainer:
             seed=cfg.seed * 1_000_003 + epoch,
             num_workers=cfg.num_workers,
             device=self.device,
+            memory_format=self.memory_format,
         )
         sums, n_seen = train_pass(
             model,
@@ -481,6 +550,7 @@ class Trainer:
             detach_unimodal=not method.aux_losses,
             epoch=epoch,
             after_backward=method.on_after_backward,
+            amp=cfg.amp,
         )
         return mean_losses(sums, n_seen, self.modalities), time.perf_counter() - started
 
@@ -502,6 +572,8 @@ class Trainer:
             self.config.eval_batch_size,
             self.device,
             train_means=train_means,
+            amp=self.config.amp,
+            memory_format=self.memory_format,
         )
         if split == "train":
             self._train_means = (version, evaluation.feature_means)
@@ -563,7 +635,10 @@ class Trainer:
             found = state.get("version")
             raise CheckpointError(f"checkpoint version {found}: this miles_tune reads {CHECKPOINT_VERSION}")
         saved, current = state["config"], self.config.to_dict()
-        changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k])
+        defaults = TrainConfig().to_dict()  # a setting added since the checkpoint was written had its default
+        changed = sorted(
+            k for k in current if k not in RESUMABLE_CHANGES and saved.get(k, defaults.get(k)) != current[k]
+        )
         if changed:
             raise CheckpointError(f"checkpoint was written with a different config; differs in {changed}")
         self.model.load_state_dict(state["model"])

@@ -1,0 +1,99 @@
+"""Reused Ray workers and what a search keeps on disk, on a real local Ray cluster (one start)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from search_helpers import search_args
+
+from miles_tune.search import format_storage, plan_search, run_search
+from miles_tune.spaces import trial_config
+from miles_tune.train import Trainer
+
+TIMING = ("epoch_seconds", "samples_per_second")
+
+
+@pytest.fixture(scope="module")
+def ray_two_cpus():
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def records_of(results_dir: Path) -> dict[str, pd.DataFrame]:
+    df = pd.read_parquet(results_dir / "trials.parquet")
+    return {tid: rows.sort_values("epoch").reset_index(drop=True) for tid, rows in df.groupby("trial_id")}
+
+
+def test_two_trials_on_one_reused_worker_give_exactly_what_each_gives_alone(ray_two_cpus, tmp_path) -> None:
+    """MILES with τ 0 (its rule fires every epoch, so the method's state and the encoders' rates
+    move) and τ 0.5, one after the other on one worker process: each trial's every epoch equals
+    the same configuration trained alone, in a fresh process state, here."""
+    args = search_args(
+        tmp_path, "--grid", "tau=0.0,0.5", "--set", "lr=0.01", "--set", "mu=0.3",
+        "--max-concurrent", "1", "--cpus-per-trial", "1", "--name", "reuse", tracking=False,
+    )  # fmt: skip
+    plan = plan_search(args)
+    results = run_search(plan)
+    assert results.num_errors == 0
+    trials = records_of(plan.results_dir)
+    assert len(trials) == 2
+    pids = {int(rows["pid"].iloc[0]) for rows in trials.values()}
+    assert len(pids) == 1, "Tune did not reuse the worker: the test proves nothing"
+    for rows in trials.values():
+        params = {"lr": 0.01, "mu": 0.3, "tau": float(rows["config/tau"].iloc[0])}
+        torch.set_num_threads(1)  # what the trial had (one CPU)
+        alone = [r.flat() for r in Trainer(trial_config(plan.base, params)).run()]
+        assert len(alone) == len(rows)
+        for epoch, record in enumerate(alone):
+            for key, value in record.items():
+                if key not in TIMING and not key.startswith("lr/"):
+                    assert rows[key].iloc[epoch] == value, (params, epoch, key)
+        assert rows["lr/fast"].tolist() == [r["lr/fast"] for r in alone]
+    tau0 = next(rows for rows in trials.values() if rows["config/tau"].iloc[0] == 0.0)
+    assert tau0["lr/fast"].nunique() + tau0["lr/slow"].nunique() > 2  # the rule did fire
+
+
+def checkpoint_files(storage: Path) -> dict[str, set[str]]:
+    """Trial folder -> the files of its checkpoints."""
+    out: dict[str, set[str]] = {}
+    for trial_dir in storage.glob("*/trial_*"):
+        out[trial_dir.name] = {f.name for c in trial_dir.glob("checkpoint_*") for f in c.iterdir()}
+    return out
+
+
+@pytest.mark.parametrize("keep", ["best", "none", "all"])
+def test_keep_checkpoints_leaves_what_it_says(ray_two_cpus, tmp_path, keep: str, capsys) -> None:
+    args = search_args(
+        tmp_path, "--searcher", "random", "--num-samples", "3", "--cpus-per-trial", "1",
+        "--keep-checkpoints", keep, "--name", f"keep-{keep}", tracking=False,
+    )  # fmt: skip
+    plan = plan_search(args)
+    results = run_search(plan)
+    assert results.num_errors == 0
+    files = checkpoint_files(tmp_path / "ray")
+    assert len(files) == 3
+    assert all(len(list((tmp_path / "ray").glob(f"*/{t}/checkpoint_*"))) == 1 for t in files)  # one each
+    assert all({"history.json", "summary.json", "trial.json"} <= f for f in files.values())
+    best = results.get_best_result(plan.metric, "max")
+    best_dir = f"trial_{best.metrics['trial_id']}"
+    with_trainer = {t for t, f in files.items() if "trainer.pt" in f}
+    with_best = {t for t, f in files.items() if "best_model.pt" in f}
+    if keep == "all":
+        assert with_trainer == with_best == set(files)
+    elif keep == "none":
+        assert with_trainer == with_best == set()
+    else:
+        assert with_trainer == set() and with_best == {best_dir}
+        weights = torch.load(
+            next((tmp_path / "ray").glob(f"*/{best_dir}/checkpoint_*/best_model.pt")), weights_only=True
+        )
+        model = Trainer(trial_config(plan.base, {k: best.config[k] for k in ("lr", "tau", "mu")})).model
+        model.load_state_dict(weights)  # the best epoch's weights of this model
+    line = format_storage(plan)
+    assert line.startswith("storage: ") and f"--keep-checkpoints {keep}" in line
