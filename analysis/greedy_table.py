@@ -6,6 +6,8 @@ the multimodal head and each encoder's unimodal head.
 
     python analysis/greedy_table.py --regime inverted --out analysis/results/greedy_vector.json
     python analysis/greedy_table.py --regime paper --out analysis/results/greedy_vector_paper.json
+    python analysis/greedy_table.py --regime paper --amp bf16 \
+        --out analysis/results/greedy_vector_paper_bf16.json
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--form", default="vector", choices=["vector", "image"])
     p.add_argument("--regime", default="paper", choices=["inverted", "paper"], help="synthetic's data.regime")
     p.add_argument("--only", nargs="*", help="substrings of config names to run")
+    p.add_argument("--amp", default="off", choices=["off", "bf16"], help="the runs' mixed precision")
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
     data = {"form": args.form, "regime": args.regime}
@@ -52,13 +55,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.only and not any(s in name for s in args.only):
             continue
         for seed in args.seeds:
-            rows.append(run(name, overrides, seed, args.epochs, data))
+            rows.append(run(name, {**overrides, "amp": args.amp}, seed, args.epochs, data))
             print(f"done {name} seed {seed}", file=sys.stderr)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"args": vars(args) | {"out": str(args.out)}, "rows": rows}, indent=1))
     print(
-        f"| configuration ({args.form}, {args.regime}, {len(args.seeds)} seeds, {args.epochs} epochs) "
+        f"| configuration ({args.form}, {args.regime}, {len(args.seeds)} seeds, {args.epochs} epochs, "
+        f"amp {args.amp}) "
         "| multimodal | fast encoder | slow encoder | best epoch |"
     )
     print("|---|---|---|---|---|")

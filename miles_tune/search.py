@@ -639,14 +639,15 @@ def make_checkpoint_pruner(plan: SearchPlan):  # noqa: ANN201 -> tune.Callback
 def make_run_closer(base: dict[str, Any], search_name: str):  # noqa: ANN201 -> tune.Callback
     from ray import tune
 
-    from miles_tune.trainable import FAILED_KEY
+    from miles_tune.trainable import CLOSES_RUN_KEY, FAILED_KEY
 
     class CloseTrialRuns(tune.Callback):
         """Bring each ended trial's MLflow run up to date from its checkpoint and close it.
 
-        A trial closes its own run when it finishes, but not when ASHA stops it, when Tune gives
-        up on it, or when MLflow was down at its end: the driver does it then, and once more for
-        every trial at the end of the search (also of a ``--resume``d one). Holds plain data
+        A trial closes its own run when it finishes (in a background thread of its worker), but
+        not when ASHA stops it, when Tune gives up on it, or when MLflow was down at its end: the
+        driver does it then, and once more for every trial not complete at the end of the search
+        (also of a ``--resume``d one). Holds plain data
         only: Tune pickles it with the experiment and restores it on ``--resume``.
         """
 
@@ -654,6 +655,8 @@ def make_run_closer(base: dict[str, Any], search_name: str):  # noqa: ANN201 -> 
             self.synced: set[str] = set()
 
         def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: ANN001
+            if (trial.last_result or {}).get(CLOSES_RUN_KEY):
+                return  # the trial is closing its run itself; checked again when the search ends
             self.close(trial, "FINISHED")
 
         def on_trial_error(self, iteration, trials, trial, **info):  # noqa: ANN001
@@ -735,13 +738,33 @@ def quiet_ray_defaults() -> None:
     os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
 
 
+def import_in_background(*modules: str):  # noqa: ANN201 -> threading.Thread
+    """Import ``modules`` in a daemon thread (started); a failure is left for the real import."""
+    import contextlib
+    import importlib
+    import threading
+
+    def load() -> None:
+        for name in modules:
+            with contextlib.suppress(Exception):
+                importlib.import_module(name)
+
+    thread = threading.Thread(target=load, name="miles_tune-preload", daemon=True)
+    thread.start()
+    return thread
+
+
 def connect_ray(plan: SearchPlan) -> None:
     import ray
 
     quiet_ray_defaults()
 
     if not ray.is_initialized():
+        # Tune imports mlflow in every search (its usage stats count the callbacks' classes):
+        # import it while this process waits for Ray's own processes to start
+        loading = import_in_background("mlflow")
         ray.init(address=plan.args.address, log_to_driver=plan.args.verbose > 1)
+        loading.join()
     # refuses what no node can hold, drops GPUs no node can have, waits for an autoscaled node
     from miles_tune.resources import check_trial_resources
 

@@ -43,6 +43,9 @@ BEST_MODEL_FILE = "best_model.pt"
 #: reported (with the searched metric as NaN) just before a trial raises an error that a retry
 #: would only repeat: a bad setting or file (ConfigError), a diverging loss (NonFiniteLossError)
 FAILED_KEY = "miles_tune/failed"
+#: reported with a trial's last epoch when the trial closes its own MLflow run (in the background,
+#: see :func:`close_in_background`): the driver then leaves the run to it until the search ends
+CLOSES_RUN_KEY = "miles_tune/closes_run"
 #: ray.tune.search.repeater.TRIAL_INDEX (not imported: Ray stays out of ``import miles_tune``)
 TRIAL_INDEX = "__trial_index__"
 
@@ -213,6 +216,19 @@ def release_device_memory(device: str) -> None:
         torch.cuda.empty_cache()
 
 
+def close_in_background(run, history: list, summary: dict[str, Any], tags: dict[str, Any]) -> None:  # noqa: ANN001
+    """Close a finished trial's MLflow run (artifacts: history, summary, figure; final tags and
+    status) in a thread of this worker, so that the worker starts its next trial meanwhile:
+    the uploads (and the figure) leave the training path. Every epoch is already logged. If the
+    worker ends first, or MLflow is down, the driver completes the run from the trial's
+    checkpoint when the search ends (``CloseTrialRuns.on_experiment_end``)."""
+    import threading
+
+    kwargs = {"status": "FINISHED", "summary": summary, "tags": tags, "force": True}
+    name = f"mlflow-close-{run.spec.trial_id}"
+    threading.Thread(target=run.sync, args=(history,), kwargs=kwargs, name=name, daemon=True).start()
+
+
 def train_trial(config: dict[str, Any]) -> None:
     started = time.perf_counter()
     from ray import tune
@@ -268,6 +284,8 @@ def train_trial(config: dict[str, Any]) -> None:
                 run.sync(trainer.history)
                 sample()
             metrics = {**progress_metrics(trainer, record), **where, "setup_s": setup_s}
+            if run is not None and (trainer.epoch >= cfg.epochs or trainer.stopped_early):
+                metrics[CLOSES_RUN_KEY] = True
             with tempfile.TemporaryDirectory() as d:
                 trainer.save_checkpoint(Path(d) / TRAINER_FILE)
                 if best_weights is not None:
@@ -297,8 +315,7 @@ def train_trial(config: dict[str, Any]) -> None:
         system_metrics.stop(sampler)  # idempotent; bounded even when MLflow is down
     if run is not None:
         summary = trainer.summary()
-        tags = end_tags(summary, trainer.history, None)
-        run.sync(trainer.history, status="FINISHED", summary=summary, tags=tags, force=True)
+        close_in_background(run, list(trainer.history), summary, end_tags(summary, trainer.history, None))
     device = cfg.device
     del trainer, best_weights
     release_device_memory(device)
