@@ -195,6 +195,8 @@ def wrong_values(field: dataclasses.Field) -> list[Any]:
     t = str(field.type)
     if t == "bool":
         return ["maybe", 1, None]
+    if t == "bool | None":
+        return ["maybe", 1]
     if t.startswith("int"):
         return [3.5, True, "abc", None]
     if t == "float":

@@ -219,10 +219,22 @@ def test_training_goes_on_while_the_tracking_server_is_down(local_ray, tmp_path)
         server.start()
         outage["up"] = time.monotonic()
 
+    from ray import tune
+
+    class EndAfterTheOutage(tune.Callback):
+        """Trials train faster than the server restarts (a worker is reused, its run is closed in
+        the background): the search must not end before the server is back, or there would be
+        nothing to catch up on (``--resume`` completes that case: the test below)."""
+
+        def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: ANN001
+            deadline = time.monotonic() + 240
+            while "up" not in outage and time.monotonic() < deadline:
+                time.sleep(0.2)
+
     watcher = threading.Thread(target=stop_then_restart, daemon=True)
     try:
         watcher.start()
-        results = run_search(plan)
+        results = run_search(plan, extra_callbacks=[EndAfterTheOutage()])
         watcher.join(timeout=300)
         if server.proc is None:
             server.start()
