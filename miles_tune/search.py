@@ -762,8 +762,11 @@ def connect_ray(plan: SearchPlan) -> None:
     if not ray.is_initialized():
         # Tune imports mlflow in every search (its usage stats count the callbacks' classes):
         # import it while this process waits for Ray's own processes to start
-        loading = import_in_background("mlflow")
-        ray.init(address=plan.args.address, log_to_driver=plan.args.verbose > 1)
+        loading = import_in_background("mlflow", "pandas", "pyarrow.parquet")  # and the export's
+        options: dict[str, Any] = {}
+        if plan.args.address is None:  # a local Ray, ours: its workers import torch at their start
+            options["runtime_env"] = {"worker_process_setup_hook": "miles_tune.trainable.preload"}
+        ray.init(address=plan.args.address, log_to_driver=plan.args.verbose > 1, **options)
         loading.join()
     # refuses what no node can hold, drops GPUs no node can have, waits for an autoscaled node
     from miles_tune.resources import check_trial_resources

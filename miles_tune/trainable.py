@@ -319,3 +319,13 @@ def train_trial(config: dict[str, Any]) -> None:
     device = cfg.device
     del trainer, best_weights
     release_device_memory(device)
+
+
+def preload() -> None:
+    """Ray's ``worker_process_setup_hook`` for a local cluster the search starts: a worker
+    imports torch and the training loop as soon as Ray starts it, while the driver is still
+    setting the search up, instead of when its first trial begins."""
+    import miles_tune.data  # noqa: F401
+    import miles_tune.spaces  # noqa: F401
+    import miles_tune.tracking  # noqa: F401
+    import miles_tune.train  # noqa: F401
