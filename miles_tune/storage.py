@@ -25,24 +25,18 @@ log = logging.getLogger("miles_tune.storage")
 KEEP_CHECKPOINTS = ("best", "all", "none")
 
 
-def remove_files(checkpoint: Any, names: tuple[str, ...]) -> int:  # checkpoint: ray.tune.Checkpoint
-    """Delete ``names`` from a Tune checkpoint on its own file system; returns the bytes freed.
-    A file already gone is fine; any other failure is logged, never raised (storage
-    housekeeping never stops a search)."""
+def remove_files(checkpoint: Any, names: tuple[str, ...]) -> None:  # checkpoint: ray.tune.Checkpoint
+    """Delete ``names`` from a Tune checkpoint on its own file system. A file already gone is
+    fine; any other failure is logged, never raised (storage housekeeping never stops a search)."""
     import pyarrow.fs as pafs
 
-    freed = 0
     for name in names:
         path = f"{checkpoint.path.rstrip('/')}/{name}"
         try:
-            info = checkpoint.filesystem.get_file_info(path)
-            if info.type == pafs.FileType.NotFound:
-                continue
-            checkpoint.filesystem.delete_file(path)
-            freed += info.size or 0
+            if checkpoint.filesystem.get_file_info(path).type != pafs.FileType.NotFound:
+                checkpoint.filesystem.delete_file(path)
         except Exception as exc:  # noqa: BLE001
             log.warning("cannot delete %s (%s)", path, str(exc).splitlines()[0] if str(exc) else exc)
-    return freed
 
 
 def storage_bytes(uri: str) -> int | None:

@@ -244,14 +244,12 @@ def train_trial(config: dict[str, Any]) -> None:
     ctx = tune.get_context()
     run = None
     trainer = None
-    cfg = None
     sampler = None  # MLflow's system metrics of this trial, once its run exists
     best_weights: bytes | None = None  # the best epoch's weights so far
     try:
         set_threads_from_resources()
         cfg = trial_config(fixed["base"], sampled_params(config))
         cfg.device = pick_device()
-        cfg.validate()  # before the dataset is built (or reused)
         trainer = Trainer(cfg, data=held_dataset(cfg.dataset, **cfg.data))
         run_id = None
         checkpoint = tune.get_checkpoint()

@@ -286,7 +286,6 @@ def evaluate_split(
     model.eval()
     logits: dict[str, list[torch.Tensor]] = {h: [] for h in (MM, *modalities)}
     zeroed: dict[str, list[torch.Tensor]] = {m: [] for m in modalities} if missing_modality else {}
-    sums: dict[str, torch.Tensor] = {}
     labels: list[torch.Tensor] = []
     batch_sums: dict[str, list[torch.Tensor]] = {m: [] for m in modalities}
     # everything stays on the device until the pass ends: one copy to the host, not one per batch
@@ -304,9 +303,8 @@ def evaluate_split(
                     batch_sums[m].append(z[i].float().sum(0))
         labels.append(y)
     y_all = torch.cat(labels).cpu()
-    for m in modalities:  # per-batch sums on the device, their sum in float64 here: exact enough for any N
-        if batch_sums[m]:
-            sums[m] = torch.stack(batch_sums[m]).cpu().double().sum(0)
+    # per-batch sums on the device, their sum in float64 here: exact enough for any N
+    sums = {m: torch.stack(b).cpu().double().sum(0) for m, b in batch_sums.items() if b}
     n = len(y_all)
     cat = {h: torch.cat(v).cpu() for h, v in logits.items()}
     means: dict[str, torch.Tensor] = {}
