@@ -765,7 +765,8 @@ def connect_ray(plan: SearchPlan) -> None:
         loading = import_in_background("mlflow", "pandas", "pyarrow.parquet")  # and the export's
         options: dict[str, Any] = {}
         if plan.args.address is None:  # a local Ray, ours: its workers import torch at their start
-            options["runtime_env"] = {"worker_process_setup_hook": "miles_tune.trainable.preload"}
+            hook = "preload" if plan.tracking_uri is None else "preload_with_tracking"
+            options["runtime_env"] = {"worker_process_setup_hook": f"miles_tune.trainable.{hook}"}
         ray.init(address=plan.args.address, log_to_driver=plan.args.verbose > 1, **options)
         loading.join()
     # refuses what no node can hold, drops GPUs no node can have, waits for an autoscaled node
@@ -784,7 +785,7 @@ def run_search(plan: SearchPlan, extra_callbacks: list | None = None):  # noqa: 
 
     from miles_tune import tracking
     from miles_tune.locks import NameLock
-    from miles_tune.trainable import train_trial
+    from miles_tune.trainable import trial_trainable
 
     args = plan.args
     experiment_path = storage_join(plan.storage, plan.name)
@@ -836,7 +837,9 @@ def run_search(plan: SearchPlan, extra_callbacks: list | None = None):  # noqa: 
                 "tags": tags,
             }
 
-        trainable = tune.with_resources(train_trial, {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial})
+        trainable = tune.with_resources(
+            trial_trainable(), {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial}
+        )
         status = "FAILED"
         results = None
         try:

@@ -48,6 +48,9 @@ FAILED_KEY = "miles_tune/failed"
 CLOSES_RUN_KEY = "miles_tune/closes_run"
 #: ray.tune.search.repeater.TRIAL_INDEX (not imported: Ray stays out of ``import miles_tune``)
 TRIAL_INDEX = "__trial_index__"
+#: the longest a stopping worker waits for its runs to close (Tune itself waits 5 s for it)
+CLOSE_WAIT_S = 4.0
+_closing: list = []  # this worker's threads closing finished trials' runs (close_in_background)
 
 
 def pick_device() -> str:
@@ -219,14 +222,45 @@ def release_device_memory(device: str) -> None:
 def close_in_background(run, history: list, summary: dict[str, Any], tags: dict[str, Any]) -> None:  # noqa: ANN001
     """Close a finished trial's MLflow run (artifacts: history, summary, figure; final tags and
     status) in a thread of this worker, so that the worker starts its next trial meanwhile:
-    the uploads (and the figure) leave the training path. Every epoch is already logged. If the
-    worker ends first, or MLflow is down, the driver completes the run from the trial's
-    checkpoint when the search ends (``CloseTrialRuns.on_experiment_end``)."""
+    the uploads (and the figure) leave the training path. Every epoch is already logged. When
+    Tune stops the worker, it waits for these threads (:func:`finish_closes`). If MLflow is
+    down, the driver completes the run from the trial's checkpoint when the search ends
+    (``CloseTrialRuns.on_experiment_end``)."""
     import threading
 
     kwargs = {"status": "FINISHED", "summary": summary, "tags": tags, "force": True}
     name = f"mlflow-close-{run.spec.trial_id}"
-    threading.Thread(target=run.sync, args=(history,), kwargs=kwargs, name=name, daemon=True).start()
+    thread = threading.Thread(target=run.sync, args=(history,), kwargs=kwargs, name=name, daemon=True)
+    _closing[:] = [t for t in _closing if t.is_alive()]
+    _closing.append(thread)
+    thread.start()
+
+
+def finish_closes(timeout: float = CLOSE_WAIT_S) -> bool:
+    """Wait, at most ``timeout`` seconds in all, for this worker's runs still closing; True
+    when none is left. A close that outlives it is finished by the driver."""
+    deadline = time.monotonic() + timeout
+    for thread in list(_closing):
+        thread.join(max(0.0, deadline - time.monotonic()))
+    _closing[:] = [t for t in _closing if t.is_alive()]
+    return not _closing
+
+
+def trial_trainable():  # noqa: ANN201 -> type[ray.tune.Trainable]
+    """:func:`train_trial` as Tune's trainable class (named ``train_trial`` still), whose worker
+    finishes closing its trials' MLflow runs when Tune stops it at the end of a search. Tune
+    waits 5 s for a stopping worker before it calls ``on_experiment_end``; without this wait
+    the worker was killed mid-close and the driver redid the last runs' closes, serially."""
+    from ray.tune.trainable.function_trainable import wrap_function
+
+    class TrialTrainable(wrap_function(train_trial)):
+        def cleanup(self) -> None:
+            try:
+                super().cleanup()
+            finally:
+                finish_closes()
+
+    return TrialTrainable
 
 
 def train_trial(config: dict[str, Any]) -> None:
@@ -327,3 +361,16 @@ def preload() -> None:
     import miles_tune.spaces  # noqa: F401
     import miles_tune.tracking  # noqa: F401
     import miles_tune.train  # noqa: F401
+
+
+def preload_with_tracking() -> None:
+    """:func:`preload`, and what a trial's MLflow run needs: MLflow's client and its SQL store
+    (its first run costs a worker about 2 s otherwise) and matplotlib (the run's figure)."""
+    import importlib
+
+    preload()
+    for name in ("mlflow", "mlflow.store.tracking.sqlalchemy_store", "matplotlib.figure", "miles_tune.plots"):
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: S112  (a failure is left for the trial's own import to report)
+            continue
