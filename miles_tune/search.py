@@ -639,7 +639,7 @@ def make_checkpoint_pruner(plan: SearchPlan):  # noqa: ANN201 -> tune.Callback
 def make_run_closer(base: dict[str, Any], search_name: str):  # noqa: ANN201 -> tune.Callback
     from ray import tune
 
-    from miles_tune.trainable import CLOSES_RUN_KEY, FAILED_KEY
+    from miles_tune.trainable import CLOSED_BY_TAG, CLOSES_RUN_KEY, FAILED_KEY
 
     class CloseTrialRuns(tune.Callback):
         """Bring each ended trial's MLflow run up to date from its checkpoint and close it.
@@ -708,7 +708,10 @@ def make_run_closer(base: dict[str, Any], search_name: str):  # noqa: ANN201 -> 
                     status=status,
                     summary=summary,
                     error=error,
-                    tags=end_tags(summary, history, scheduler if status == "FINISHED" else None),
+                    tags={
+                        **end_tags(summary, history, scheduler if status == "FINISHED" else None),
+                        CLOSED_BY_TAG: "search",
+                    },
                     force=True,
                 )
             except Exception as exc:  # tracking never stops the search

@@ -48,6 +48,9 @@ FAILED_KEY = "miles_tune/failed"
 CLOSES_RUN_KEY = "miles_tune/closes_run"
 #: ray.tune.search.repeater.TRIAL_INDEX (not imported: Ray stays out of ``import miles_tune``)
 TRIAL_INDEX = "__trial_index__"
+#: who completed a trial's run: ``trial`` (as it should) or ``search`` (the driver, from the trial's
+#: checkpoint: the trial was stopped by the scheduler, failed, or MLflow was down at its end)
+CLOSED_BY_TAG = "closed_by"
 #: the longest a stopping worker waits for its runs to close (Tune itself waits 5 s for it)
 CLOSE_WAIT_S = 4.0
 _closing: list = []  # this worker's threads closing finished trials' runs (close_in_background)
@@ -336,7 +339,7 @@ def train_trial(config: dict[str, Any]) -> None:
         if run is not None:
             history = trainer.history if trainer else []
             summary = trainer.summary() if trainer and history else None
-            tags = end_tags(summary, history, None)
+            tags = {**end_tags(summary, history, None), CLOSED_BY_TAG: "trial"}
             run.sync(history, status="FAILED", summary=summary, error=reason, tags=tags, force=True)
         # tell the driver before raising: it must not retry what fails the same way every time.
         # (Other errors may be retried by Tune, so their run stays open; the driver closes it if not.)
@@ -347,7 +350,8 @@ def train_trial(config: dict[str, Any]) -> None:
         system_metrics.stop(sampler)  # idempotent; bounded even when MLflow is down
     if run is not None:
         summary = trainer.summary()
-        close_in_background(run, list(trainer.history), summary, end_tags(summary, trainer.history, None))
+        tags = {**end_tags(summary, trainer.history, None), CLOSED_BY_TAG: "trial"}
+        close_in_background(run, list(trainer.history), summary, tags)
     device = cfg.device
     del trainer, best_weights
     release_device_memory(device)

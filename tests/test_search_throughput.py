@@ -59,6 +59,26 @@ def test_two_trials_on_one_reused_worker_give_exactly_what_each_gives_alone(ray_
     assert tau0["lr/fast"].nunique() + tau0["lr/slow"].nunique() > 2  # the rule did fire
 
 
+def test_every_trial_closes_its_own_run_even_the_last_ones(ray_two_cpus, tmp_path) -> None:
+    """A trial closes its MLflow run in a background thread of its reused worker; when the search
+    ends, Tune stops the workers and they finish those closes, so the driver redoes none."""
+    from miles_tune.tracking import SYNCED_TAG, client
+
+    args = search_args(
+        tmp_path, "--searcher", "random", "--num-samples", "3", "--cpus-per-trial", "1", "--name", "closes"
+    )
+    plan = plan_search(args)
+    assert run_search(plan).num_errors == 0
+    c = client(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = c.search_runs([e.experiment_id for e in c.search_experiments()])
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(children) == 3
+    for run in children:
+        assert run.info.status == "FINISHED" and run.data.tags[SYNCED_TAG] == "true"
+        assert run.data.tags["closed_by"] == "trial", run.info.run_name
+        assert "plots/utilisation.png" in {a.path for a in c.list_artifacts(run.info.run_id, "plots")}
+
+
 def checkpoint_files(storage: Path) -> dict[str, set[str]]:
     """Trial folder -> the files of its checkpoints."""
     out: dict[str, set[str]] = {}

@@ -144,3 +144,32 @@ def test_a_memory_mapped_split_read_whole_gives_the_same_batches(tmp_path) -> No
     )
     for (xa, ya), (xb, yb) in pairs:
         assert torch.equal(ya, yb) and all(torch.equal(xa[m], xb[m]) for m in xa)
+
+
+def test_a_stopping_worker_waits_for_its_runs_to_close_but_not_forever() -> None:
+    """``finish_closes`` (what Tune's stop of a reused worker calls) joins the background closes
+    of :func:`close_in_background`, bounded by its timeout."""
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from miles_tune import trainable
+
+    release = threading.Event()
+    closed: list[str] = []
+
+    class SlowRun:
+        spec = SimpleNamespace(trial_id="t0")
+
+        def sync(self, history, **kwargs) -> bool:  # noqa: ANN001
+            release.wait(10)
+            closed.append(kwargs["status"])
+            return True
+
+    trainable.close_in_background(SlowRun(), [], {}, {})
+    started = time.monotonic()
+    assert not trainable.finish_closes(timeout=0.2)  # still closing: gives up after its timeout
+    assert 0.15 < time.monotonic() - started < 5 and closed == []
+    release.set()
+    assert trainable.finish_closes(timeout=5)
+    assert closed == ["FINISHED"] and trainable.finish_closes(timeout=0)
