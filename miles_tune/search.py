@@ -425,9 +425,10 @@ def plan_search(argv: list[str] | None = None) -> SearchPlan:
 
     found = probe_dataset(cfg.dataset, **cfg.data)
     check_metric(cfg.metric or found.default_metric, found.task)
-    from miles_tune.balance import create_method
+    from miles_tune.balance import check_task, create_method
 
     create_method(cfg.method, **cfg.method_args).check(found.modalities, cfg.fusion)
+    check_task(cfg.method, found.task)
 
     searcher = "grid" if grid or not params else args.searcher
     if searcher == "grid":  # every trial is given: one sample of the grid (or of the one config)

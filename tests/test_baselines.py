@@ -24,6 +24,7 @@ from miles_tune.balance.mslr import dynamic_factor, load_unimodal_lrs, smooth_lr
 from miles_tune.balance.ogm import ogm_coefficients
 from miles_tune.config import TrainConfig
 from miles_tune.data import create_dataset
+from miles_tune.errors import ConfigError
 from miles_tune.models import JointFusionModel, create_encoder
 from miles_tune.train import Trainer
 
@@ -540,6 +541,12 @@ def test_every_method_runs_on_three_modalities_and_multilabel(method: str, setup
     )
     args = METHODS.get(method).example_args(data.modalities)
     cfg = TrainConfig(method=method, method_args=args, epochs=2, batch_size=16, fusion=setup.split("-")[-1])
+    if data.task not in METHODS.get(method).tasks:  # defined for other tasks only: refused, saying so
+        with pytest.raises(
+            ConfigError, match=f"{method} is defined for .* only; this dataset is {data.task}"
+        ):
+            Trainer(cfg, data=data)
+        return
     records = list(Trainer(cfg, data=data).run())
     assert len(records) >= 1
     assert all(math.isfinite(v) for v in records[-1].flat().values())

@@ -2,7 +2,8 @@
 
 ``create_method("miles", tau=0.2, mu=0.5)`` builds one; ``list_methods()`` names them:
 MILES (``miles.py``) and the baselines it is compared with: ``vanilla``, ``unimodal``,
-``mses``, ``mslr-k``/``mslr-s``/``mslr-d``, ``ogm``/``ogm-ge``, ``gblend`` (one module each).
+``mses``, ``mslr-k``/``mslr-s``/``mslr-d``, ``ogm``/``ogm-ge``, ``gblend``, and the newer
+``pmr``, ``agm``, ``mmpareto``, ``inforeg`` and ``relearn`` (one module each).
 Each method's hyper-parameters are its constructor's keyword arguments, so a
 misspelt one is refused before anything trains.
 """
@@ -16,6 +17,7 @@ from miles_tune.balance.base import (
     BalancingMethod,
     EpochEvaluation,
     RunContext,
+    TrainStep,
     default_param_groups,
 )
 from miles_tune.registry import Registry
@@ -44,7 +46,31 @@ def check_step_decay(method: str, lr_step_size: int | None) -> None:
         )
 
 
-from miles_tune.balance import gblend, mses, mslr, ogm, unimodal, vanilla  # noqa: E402,F401  (register methods)
+def check_task(method: str, task: str) -> None:
+    """Refuse a task the method is not defined for (its ``tasks``), saying which it is."""
+    from miles_tune.errors import ConfigError
+
+    tasks = METHODS.get(method).tasks
+    if task not in tasks:
+        raise ConfigError(
+            f"method {method} is defined for {' and '.join(tasks)} data only; this dataset is {task} "
+            "(see its module's docstring)"
+        )
+
+
+from miles_tune.balance import (  # noqa: E402,F401  (register methods)
+    agm,
+    gblend,
+    inforeg,
+    mmpareto,
+    mses,
+    mslr,
+    ogm,
+    pmr,
+    relearn,
+    unimodal,
+    vanilla,
+)
 from miles_tune.balance.miles import (  # noqa: E402
     Miles,
     MilesScheduler,
@@ -58,10 +84,12 @@ __all__ = [
     "METHODS",
     "BalancingMethod",
     "check_step_decay",
+    "check_task",
     "EpochEvaluation",
     "Miles",
     "MilesScheduler",
     "RunContext",
+    "TrainStep",
     "conditional_utilization",
     "create_method",
     "default_param_groups",

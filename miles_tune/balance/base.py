@@ -16,11 +16,18 @@ hook                           used by (now or later)
 ``attach``                     keep the model, optimizer and :class:`RunContext`; set
                                initial rates, build schedulers (MILES, MSLR); refuse
                                what needs the model to judge (OGM)
+``tasks``                      (attribute) the tasks the method is defined for; the
+                               loop and the search refuse the others (PMR: multiclass)
 ``loss_weights``               loss re-weighting (G-Blend, unimodal); ``aux_losses``
                                says whether unimodal heads shape encoders or are
                                detached probes
 ``on_train_epoch_start``       per-branch freezing of BatchNorm (MSES), side training
-                               on model copies (G-Blend)
+                               on model copies (G-Blend), class prototypes (PMR)
+``extra_losses``               loss terms of the method's own, computed from the step's
+                               outputs and added to Eq. 3's weighted sum (PMR)
+``backward``                   replaces the step's single ``loss.backward()``: per-term
+                               gradients combined (MMPareto), gradients into each
+                               modality's share of the fused logits scaled (AGM)
 ``on_after_backward``          gradient modulation between backward and step (OGM)
 ``on_epoch_end``               sees every metric, u and δ of the epoch (MILES, MSES,
                                MSLR-D)
@@ -39,7 +46,7 @@ distributions are ``uniform``, ``loguniform``, ``randint`` (both ends inclusive)
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -61,6 +68,27 @@ class EpochEvaluation:
     without: dict[str, float]  # modality -> M(prediction without it) on u_source
     u: dict[str, float]
     delta: float
+
+
+@dataclass
+class TrainStep:
+    """One training step as the loss hooks see it (``extra_losses``, then ``backward``).
+
+    ``terms`` are Eq. 3's unweighted loss terms, ``"mm"`` then one per modality (float32,
+    still attached to the graph); ``weights`` are their weights (:meth:`loss_weights`), and a
+    term of weight 0 is left out of ``loss``. ``loss`` is Σ_t weights[t]·terms[t] plus the
+    method's extra terms, set once they are known.
+    """
+
+    inputs: Mapping[str, torch.Tensor]
+    output: ModelOutput
+    labels: torch.Tensor
+    terms: dict[str, torch.Tensor]
+    weights: Mapping[str, float]
+    epoch: int
+    step: int
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)
+    loss: torch.Tensor | None = None
 
 
 #: loop settings searched for every method (the methods' own are their ``SEARCH_SPACE``)
@@ -99,6 +127,10 @@ class RunContext:
     train_epoch: Callable[..., dict[str, float]]
     #: ``evaluate(model, split)``: split -> {head: {metric: value, "loss": value}} in eval mode
     evaluate: Callable[[JointFusionModel, str], dict[str, dict[str, float]]]
+    #: ``features(model, split, *, fraction=1.0, seed=0)``: every modality's features z_m
+    #: (modality -> (N, d_m)) and the labels of a split, or of a seeded ``fraction`` of it, in
+    #: eval mode without gradients, on the run's device (PMR's prototypes)
+    features: Callable[..., tuple[dict[str, torch.Tensor], torch.Tensor]]
 
 
 def default_param_groups(
@@ -188,6 +220,8 @@ class BalancingMethod:
     train_holdout: float = 0.0
     #: True when the method sets group learning rates during training (see the hook table)
     sets_lrs: ClassVar[bool] = False
+    #: the tasks the method is defined for (see the hook table)
+    tasks: ClassVar[tuple[str, ...]] = ("multiclass", "multilabel")
     context: RunContext | None = None
 
     @classmethod
@@ -217,6 +251,14 @@ class BalancingMethod:
 
     def on_train_epoch_start(self, epoch: int) -> None:
         pass
+
+    def extra_losses(self, step: TrainStep) -> dict[str, torch.Tensor]:
+        """Loss terms of the method's own, each already weighted, added to the step's loss."""
+        return {}
+
+    def backward(self, step: TrainStep) -> None:
+        """Fill every parameter's ``.grad`` for the optimizer step (the loop zeroed them)."""
+        step.loss.backward()
 
     def on_after_backward(self, output: ModelOutput, labels: torch.Tensor, epoch: int, step: int) -> None:
         pass

@@ -10,7 +10,7 @@ modality's parameters, so a per-modality learning rate scales them with the enco
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -66,6 +66,30 @@ class JointFusionModel(nn.Module):
         logits = self.fusion([z[m] for m in self.modalities])  # (B, C)
         unimodal = {m: self.heads[m](z[m].detach() if detach_unimodal else z[m]) for m in self.modalities}
         return ModelOutput(logits=logits, unimodal=unimodal, features=z)
+
+    def fuse_without(
+        self,
+        features: Mapping[str, torch.Tensor],
+        missing: Iterable[str],
+        fill: Mapping[str, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """The fused logits with the modalities in ``missing`` dropped: each z_m set to 0, or to
+        ``fill[m]`` (a (d_m,) vector such as the training mean μ_m, broadcast over the batch).
+
+        The one way to drop a modality's features: the missing-modality metrics of every
+        evaluation (``mm_zero_<m>``, ``mm_mean_<m>``) and AGM's mono-modal responses use it.
+        """
+        missing = set(missing)
+        unknown = missing - set(self.modalities)
+        if unknown:
+            raise KeyError(f"no modality {sorted(unknown)}; have {list(self.modalities)}")
+        z = []
+        for m in self.modalities:
+            f = features[m]
+            if m in missing:
+                f = torch.zeros_like(f) if fill is None else fill[m].to(f).reshape(1, -1).expand_as(f)
+            z.append(f)
+        return self.fusion(z)
 
     # -- parameter partitions used by balancing methods (param groups) -----------------
     def modality_parameters(self, modality: str) -> Iterator[nn.Parameter]:

@@ -37,8 +37,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
-from miles_tune.balance import BalancingMethod, EpochEvaluation, check_step_decay, create_method
-from miles_tune.balance.base import RunContext
+from miles_tune.balance import BalancingMethod, EpochEvaluation, check_step_decay, check_task, create_method
+from miles_tune.balance.base import RunContext, TrainStep
 from miles_tune.balance.miles import conditional_utilization, imbalance
 from miles_tune.config import TrainConfig
 from miles_tune.data import MultimodalData, TensorSplit, create_dataset, iterate_batches
@@ -142,13 +142,16 @@ def train_pass(
     *,
     detach_unimodal: bool = False,
     epoch: int = 0,
-    after_backward: Callable[..., None] | None = None,
+    method: BalancingMethod | None = None,
     amp: str = "off",
 ) -> tuple[torch.Tensor, int]:
     """One pass over ``batches`` with loss Σ_t weights[t]·L_t (terms: mm, then one per modality).
 
-    ``after_backward(output, labels, epoch, step)`` runs between backward and step.
-    Returns the sample-weighted sums (total, mm, per modality) and the number of samples.
+    With a ``method``, its step hooks run (:mod:`miles_tune.balance.base`): ``extra_losses``
+    (added to the loss), ``backward`` (instead of ``loss.backward()``) and
+    ``on_after_backward``, between backward and step. Without, the pass is plain (G-Blend's
+    side trainings). Returns the sample-weighted sums (total, mm, per modality) and the
+    number of samples.
 
     **No host sync per step** (a GPU runs ahead of Python): each step's loss terms and the
     norm of every parameter before the step stay on the device, and are read once when the
@@ -197,14 +200,25 @@ def train_pass(
         # Σ_t w_t·L_t without no-op ops: weight 1 adds the term as is, weight 0 leaves it out
         # (its parameters then get no gradient at all, rather than a zero one)
         weighted = [t if w == 1.0 else w * t for w, t in zip(term_weights, terms, strict=True) if w != 0.0]
+        step_view = None
+        if method is not None:
+            names = (MM, *modalities)
+            step_view = TrainStep(
+                inputs, out, labels, dict(zip(names, terms, strict=True)), weights, epoch, step
+            )
+            step_view.extra = method.extra_losses(step_view)
+            weighted += [t.float() for t in step_view.extra.values()]
         loss = weighted[0]
         for t in weighted[1:]:
             loss = loss + t
         rows.append(torch.stack([loss.detach(), *(t.detach() for t in terms)]))
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if after_backward is not None:
-            after_backward(out, labels, epoch, step)
+        if step_view is None:
+            loss.backward()
+        else:
+            step_view.loss = loss
+            method.backward(step_view)
+            method.on_after_backward(out, labels, epoch, step)
         try:
             optimizer.step()
         except RuntimeError as exc:  # e.g. Adam with lr 1e38: "value cannot be converted ... overflow"
@@ -222,6 +236,41 @@ def train_pass(
     for n, values in zip(sizes, torch.stack(rows).tolist() if rows else [], strict=True):
         sums = [acc + n * v for acc, v in zip(sums, values, strict=True)]
     return torch.tensor(sums, dtype=torch.float64), sum(sizes)
+
+
+def sample_split(split: Dataset, fraction: float, seed: int) -> Dataset:
+    """A seeded ``fraction`` of ``split`` (at least one sample), in the split's order; all of it at 1."""
+    if fraction >= 1.0:
+        return split
+    n = len(split)
+    keep = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[: max(1, round(fraction * n))]
+    keep = keep.sort().values
+    return split.subset(keep) if isinstance(split, TensorSplit) else Subset(split, keep.tolist())
+
+
+@torch.no_grad()
+def encode_split(
+    model: JointFusionModel,
+    split: Dataset,
+    batch_size: int,
+    device: torch.device,
+    *,
+    amp: str = "off",
+    memory_format: torch.memory_format | None = None,
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Every modality's features z_m (float32) and the labels of ``split``, in eval mode, on
+    ``device``; the model is left in train mode (methods call this between training steps)."""
+    model.eval()
+    feats: dict[str, list[torch.Tensor]] = {m: [] for m in model.modalities}
+    labels = []
+    for inputs, y in iterate_batches(split, batch_size, device=device, memory_format=memory_format):
+        with autocast(torch.device(device), amp):
+            z = model.encode(inputs)
+        for m in model.modalities:
+            feats[m].append(z[m].float())
+        labels.append(y)
+    model.train()
+    return {m: torch.cat(v) for m, v in feats.items()}, torch.cat(labels)
 
 
 def check_parameters(model: torch.nn.Module, where: str) -> None:
@@ -296,11 +345,9 @@ def evaluate_split(
             for m in modalities:
                 logits[m].append(out.unimodal[m].float())
             if missing_modality:
-                z = [out.features[m] for m in modalities]
-                for i, m in enumerate(modalities):
-                    without = [torch.zeros_like(f) if j == i else f for j, f in enumerate(z)]
-                    zeroed[m].append(model.fusion(without).float())
-                    batch_sums[m].append(z[i].float().sum(0))
+                for m in modalities:
+                    zeroed[m].append(model.fuse_without(out.features, [m]).float())
+                    batch_sums[m].append(out.features[m].float().sum(0))
         labels.append(y)
     y_all = torch.cat(labels).cpu()
     # per-batch sums on the device, their sum in float64 here: exact enough for any N
@@ -338,13 +385,9 @@ def fusion_offsets(model: JointFusionModel, means: Mapping[str, torch.Tensor]) -
         torch.zeros(1, model.feature_dims[m], device=param.device, dtype=param.dtype)
         for m in model.modalities
     ]
-    base = model.fusion(zeros)
-    out = {}
-    for i, m in enumerate(model.modalities):
-        with_mean = list(zeros)
-        with_mean[i] = means[m].to(device=param.device, dtype=param.dtype).reshape(1, -1)
-        out[m] = (model.fusion(with_mean) - base).float().cpu()
-    return out
+    zeros = dict(zip(model.modalities, zeros, strict=True))
+    base = model.fusion(list(zeros.values()))
+    return {m: (model.fuse_without(zeros, [m], fill=means) - base).float().cpu() for m in model.modalities}
 
 
 def keep_on_device(splits: Mapping[str, Dataset], device: torch.device, setting: bool | None) -> bool:
@@ -377,6 +420,7 @@ class Trainer:
         self.metric = config.metric or self.data.default_metric
         check_metric(self.metric, self.data.task)
         self.method.check(self.data.modalities, config.fusion)
+        check_task(config.method, self.data.task)
         self.device = resolve_device(config.device)
 
         train_split, holdout = split_holdout(self.data.train, self.method.train_holdout, config.seed)
@@ -448,6 +492,18 @@ class Trainer:
                 memory_format=self.memory_format,
             ).metrics
 
+        def features(
+            model: JointFusionModel, split: str, *, fraction: float = 1.0, seed: int = 0
+        ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+            return encode_split(
+                model,
+                sample_split(self.splits[split], fraction, seed),
+                cfg.eval_batch_size,
+                self.device,
+                amp=cfg.amp,
+                memory_format=self.memory_format,
+            )
+
         return RunContext(
             modalities=self.data.modalities,
             task=self.data.task,
@@ -463,6 +519,7 @@ class Trainer:
             make_optimizer=lambda groups: build_optimizer(groups, cfg),
             train_epoch=train_epoch,
             evaluate=evaluate,
+            features=features,
         )
 
     # -- the loop ---------------------------------------------------------------------
@@ -547,7 +604,7 @@ class Trainer:
             method.loss_weights(),
             detach_unimodal=not method.aux_losses,
             epoch=epoch,
-            after_backward=method.on_after_backward,
+            method=method,
             amp=cfg.amp,
         )
         return mean_losses(sums, n_seen, self.modalities), time.perf_counter() - started
