@@ -1063,11 +1063,30 @@ def export_results(results, plan: SearchPlan) -> dict[str, Any]:  # noqa: ANN001
     if "best_config" in summary:
         (plan.results_dir / "best_config.yaml").write_text(
             yaml.safe_dump(
-                {"config": summary["best_config"], **{k: summary[k] for k in ("best_trial", "best_metrics")}},
+                {
+                    "config": summary["best_config"],
+                    **{k: summary[k] for k in ("best_trial", "best_metrics")},
+                    **({"best_model": summary["best_model"]} if summary.get("best_model") else {}),
+                },
                 sort_keys=False,
             )
         )
     return summary
+
+
+def best_model_path(result) -> str | None:  # noqa: ANN001
+    """The best trial's best-epoch weights (``best_model.pt``, kept by ``--keep-checkpoints
+    best|all``) as a local path, or None (not kept, or on remote storage): what UMT's teachers
+    and other readers of ``best_config.yaml`` load."""
+    from miles_tune.trainable import BEST_MODEL_FILE
+
+    checkpoint = getattr(result, "checkpoint", None)
+    try:
+        local = checkpoint is not None and checkpoint.filesystem.type_name == "local"
+    except Exception:  # not a Tune checkpoint
+        local = False
+    path = Path(checkpoint.path) / BEST_MODEL_FILE if local else None
+    return str(path) if path is not None and path.is_file() else None
 
 
 def summarise(results, plan: SearchPlan) -> dict[str, Any]:  # noqa: ANN001
@@ -1090,6 +1109,7 @@ def summarise(results, plan: SearchPlan) -> dict[str, Any]:  # noqa: ANN001
                 "best_run_id": best.metrics.get("mlflow_run_id"),
                 "best_params": sampled_params(best.config),
                 "best_epoch": best.metrics.get("best_epoch"),
+                "best_model": best_model_path(best),
                 "best_metrics": {
                     k: v
                     for k, v in best.metrics.items()

@@ -11,7 +11,7 @@ import pytest
 import torch
 from toy_data import toy_data
 
-from miles_tune.balance import create_method
+from miles_tune.balance import METHODS, create_method
 from miles_tune.balance.agm import agm_coefficients, response_score, shapley_responses
 from miles_tune.balance.base import TrainStep
 from miles_tune.balance.mmpareto import min_norm_weight, pareto_weight, rescaled
@@ -298,10 +298,11 @@ def test_bad_settings_of_the_newer_methods_are_refused_by_name(method: str, args
 def test_the_newer_methods_record_what_they_did(tiny_config: TrainConfig) -> None:
     recorded = (
         ("mmpareto", "mmpareto/conflict_"), ("agm", "agm/kappa_"), ("pmr", "pmr/boosted_"),
-        ("inforeg", "inforeg/beta_"), ("relearn", "relearn/alpha_"),
+        ("inforeg", "inforeg/beta_"), ("relearn", "relearn/alpha_"), ("umt", "umt/distill_"),
     )  # fmt: skip
     for method, key in recorded:
-        cfg = dataclasses.replace(tiny_config, method=method, method_args={}, epochs=1)
+        args = METHODS.get(method).example_args(("fast", "slow"))
+        cfg = dataclasses.replace(tiny_config, method=method, method_args=args, epochs=1)
         record = next(Trainer(cfg).run())
         values = [v for k, v in record.flat().items() if key in k]
         assert len(values) == 2 and all(math.isfinite(v) for v in values), (method, record.flat().keys())
@@ -405,3 +406,72 @@ def test_relearn_mixes_each_encoder_towards_its_initial_weights() -> None:
         want = initial[n] + (1 - alpha) if n.startswith("encoders.a.") else initial[n] + 1
         torch.testing.assert_close(p.detach(), want)
     assert method.pending == {}
+
+
+# -- UMT -------------------------------------------------------------------------------------
+def test_umt_distils_each_encoder_towards_its_teachers_features(tmp_path) -> None:
+    """The extra loss is λ·Σ_m mean((h_m − t_m)²), t_m the output of encoder m of the teacher's
+    saved model, computed here by loading those weights into a module of our own."""
+    import yaml
+
+    teacher_model = tiny_model(("a", "v"), seed=7)  # a trained unimodal model would be here
+    torch.save(teacher_model.state_dict(), tmp_path / "best_model.pt")
+    (tmp_path / "search").mkdir()
+    best = {
+        "config": {"method": "unimodal", "method_args": {"modality": "v"}},
+        "best_model": str(tmp_path / "best_model.pt"),
+    }
+    (tmp_path / "search" / "best_config.yaml").write_text(yaml.safe_dump(best))
+    teachers = {"a": str(tmp_path / "best_model.pt"), "v": str(tmp_path / "search")}
+    student = tiny_model(("a", "v"), seed=0)
+    method = create_method("umt", teachers=teachers, lam=10.0)
+    method.check(("a", "v"), "concat")
+    method.attach(student, torch.optim.SGD(student.parameters(), lr=0.1))
+    inputs, labels = batch(("a", "v"))
+    step = step_of(student, inputs, labels)
+    got = method.extra_losses(step)["umt"]
+    want = 0.0
+    for m in ("a", "v"):
+        own = Linear(3, 4 + ("a", "v").index(m))
+        own.load_state_dict(
+            {
+                k.removeprefix(f"encoders.{m}."): v
+                for k, v in teacher_model.state_dict().items()
+                if k.startswith(f"encoders.{m}.")
+            }
+        )
+        with torch.no_grad():
+            want += torch.mean((student.encoders[m](inputs[m]) - own(inputs[m])) ** 2).item()
+    assert got.item() == pytest.approx(10.0 * want, rel=1e-6)
+    assert got.requires_grad
+    assert not any(p.requires_grad for t in method.teacher_encoders.values() for p in t.parameters())
+
+
+def test_umt_refuses_teachers_it_cannot_use(tmp_path) -> None:
+    import yaml
+
+    with pytest.raises(ConfigError, match="umt needs a teacher per modality"):
+        create_method("umt")
+    with pytest.raises(ConfigError, match="teachers='initial' distils towards untrained encoders"):
+        create_method("umt", teachers="initial").check(("a", "v"), "concat")
+    create_method("umt", teachers="initial", allow_initial_teachers=True).check(("a", "v"), "concat")
+    with pytest.raises(ConfigError, match=r"teachers.v: .*nope.pt does not exist"):
+        create_method("umt", teachers={"v": str(tmp_path / "nope.pt")}).check(("v",), "concat")
+    with pytest.raises(
+        ConfigError, match=r"umt: teachers for \['a'\]; this dataset's modalities are \['a', 'v'\]"
+    ):
+        create_method("umt", teachers={"a": "x.pt"}).check(("a", "v"), "concat")
+    (tmp_path / "best_config.yaml").write_text(
+        yaml.safe_dump({"config": {"method": "unimodal", "method_args": {"modality": "a"}}})
+    )
+    with pytest.raises(ConfigError, match="names no best_model"):
+        create_method("umt", teachers={"a": str(tmp_path)}).check(("a",), "concat")
+    wrong = {"config": {"method": "unimodal", "method_args": {"modality": "a"}}, "best_model": "x.pt"}
+    (tmp_path / "best_config.yaml").write_text(yaml.safe_dump(wrong))
+    with pytest.raises(ConfigError, match="is the unimodal search of 'a', not of 'v'"):
+        create_method("umt", teachers={"v": str(tmp_path)}).check(("v",), "concat")
+    torch.save(tiny_model(("a", "v")).state_dict(), tmp_path / "other.pt")
+    model = tiny_model(("a", "v", "t"))  # encoder v here is 3 → 5, in the file 3 → 5; t is missing
+    umt = create_method("umt", teachers={m: str(tmp_path / "other.pt") for m in ("a", "v", "t")})
+    with pytest.raises(ConfigError, match=r"teachers.t: .*other.pt does not fit this encoder"):
+        umt.attach(model, torch.optim.SGD(model.parameters(), lr=0.1))

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from miles_tune.balance import METHODS
 from miles_tune.errors import ConfigError
 from miles_tune.search import main, plan_search
 from miles_tune.spaces import SearchSpaceError, list_search_spaces, load_search_space, trial_config
@@ -127,8 +128,12 @@ def test_every_shipped_space_runs_each_method_on_cpu(name: str, tmp_path) -> Non
     data_args, encoders = SMOKE[space.dataset](tmp_path)
     data_set = [a for k, v in data_args.items() for a in ("--set", f"data.{k}={json.dumps(v)}")]
     for method, ms in space.methods.items():
-        # the shipped unimodal rates are placeholders, refused unless forced (test below)
-        force = ["--set", "allow_placeholder_lrs=true"] if method.startswith("mslr") else []
+        # the shipped unimodal rates and teachers are placeholders, refused unless forced (test below)
+        force = [
+            a
+            for k, v in METHODS.get(method).until_unimodal.items()
+            for a in ("--set", f"{k}={json.dumps(v)}")
+        ]
         plan = plan_search(
             [
                 "--dataset",

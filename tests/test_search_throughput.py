@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+import yaml
 from search_helpers import search_args
 
 from miles_tune.search import format_storage, plan_search, run_search
@@ -115,5 +116,11 @@ def test_keep_checkpoints_leaves_what_it_says(ray_two_cpus, tmp_path, keep: str,
         )
         model = Trainer(trial_config(plan.base, {k: best.config[k] for k in ("lr", "tau", "mu")})).model
         model.load_state_dict(weights)  # the best epoch's weights of this model
+    # best_config.yaml names the kept file (what UMT's teachers read), when one is kept
+    named = yaml.safe_load((plan.results_dir / "best_config.yaml").read_text()).get("best_model")
+    if keep == "none":
+        assert named is None
+    else:
+        assert Path(named).is_file() and Path(named).parent.parent.name == best_dir
     line = format_storage(plan)
     assert line.startswith("storage: ") and f"--keep-checkpoints {keep}" in line

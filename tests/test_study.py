@@ -245,6 +245,35 @@ def test_every_stage_runs_and_the_report_is_written(tmp_path) -> None:
     assert len({(r["search"], r["name"]) for r in children}) == len(children)  # no duplicate
 
 
+NEWER = ("pmr", "agm", "umt", "mmpareto", "inforeg", "relearn")
+
+
+@pytest.mark.slow
+def test_the_newer_methods_run_in_a_tiny_study_like_any_other(tmp_path) -> None:
+    """Issue 13's smoke: each newer method through a tiny study, by the study's own planning
+    (no option of its own), with one row in the report's main table."""
+    out = tmp_path / "newer"
+    study = [
+        "--methods",
+        *NEWER,
+        "--fusions",
+        "concat",
+        "--epochs",
+        "2",
+        "--trials",
+        "1",
+        "--max-concurrent",
+        "2",
+    ]
+    assert main(args(out, *study)) == 0
+    searches = json.loads((out / "manifest.json").read_text())["searches"]
+    method_searches = {n: s for n, s in searches.items() if s["stage"] == "methods"}
+    assert sorted(n.split("-")[2] for n in method_searches) == sorted(NEWER)
+    assert all(s["status"] == "done" and s["errors"] == 0 for s in searches.values())
+    main_md = (out / "report" / "main.md").read_text()
+    assert all(f"| {m} |" in main_md for m in NEWER), main_md
+
+
 def test_a_finished_study_only_remakes_its_report(finished, capsys, monkeypatch) -> None:
     from miles_tune.study import run as study_run
 

@@ -3,7 +3,7 @@
 ``create_method("miles", tau=0.2, mu=0.5)`` builds one; ``list_methods()`` names them:
 MILES (``miles.py``) and the baselines it is compared with: ``vanilla``, ``unimodal``,
 ``mses``, ``mslr-k``/``mslr-s``/``mslr-d``, ``ogm``/``ogm-ge``, ``gblend``, and the newer
-``pmr``, ``agm``, ``mmpareto``, ``inforeg`` and ``relearn`` (one module each).
+``pmr``, ``agm``, ``umt``, ``mmpareto``, ``inforeg`` and ``relearn`` (one module each).
 Each method's hyper-parameters are its constructor's keyword arguments, so a
 misspelt one is refused before anything trains.
 """
@@ -68,6 +68,7 @@ from miles_tune.balance import (  # noqa: E402,F401  (register methods)
     ogm,
     pmr,
     relearn,
+    umt,
     unimodal,
     vanilla,
 )

@@ -18,13 +18,16 @@ hook                           used by (now or later)
                                what needs the model to judge (OGM)
 ``tasks``                      (attribute) the tasks the method is defined for; the
                                loop and the search refuse the others (PMR: multiclass)
+``from_unimodal``              (attributes) what a study passes on from its unimodal
+``until_unimodal``             searches (MSLR's rates, UMT's teachers), and how the
+                               method is checked before those exist
 ``loss_weights``               loss re-weighting (G-Blend, unimodal); ``aux_losses``
                                says whether unimodal heads shape encoders or are
                                detached probes
 ``on_train_epoch_start``       per-branch freezing of BatchNorm (MSES), side training
                                on model copies (G-Blend), class prototypes (PMR)
 ``extra_losses``               loss terms of the method's own, computed from the step's
-                               outputs and added to Eq. 3's weighted sum (PMR)
+                               outputs and added to Eq. 3's weighted sum (PMR, UMT)
 ``backward``                   replaces the step's single ``loss.backward()``: per-term
                                gradients combined (MMPareto), gradients into each
                                modality's share of the fused logits scaled (AGM)
@@ -222,6 +225,11 @@ class BalancingMethod:
     sets_lrs: ClassVar[bool] = False
     #: the tasks the method is defined for (see the hook table)
     tasks: ClassVar[tuple[str, ...]] = ("multiclass", "multilabel")
+    #: the argument through which a study hands the method its unimodal searches, as
+    #: {modality: best_config.yaml} (MSLR: ``unimodal_lrs``, UMT: ``teachers``); None: not needed
+    from_unimodal: ClassVar[str | None] = None
+    #: the settings with which a study checks the method before those searches exist
+    until_unimodal: ClassVar[dict[str, Any]] = {}
     context: RunContext | None = None
 
     @classmethod

@@ -173,6 +173,8 @@ class _MSLR(BalancingMethod):
 
     name = "mslr"
     sets_lrs = True
+    from_unimodal = "unimodal_lrs"
+    until_unimodal = {"allow_placeholder_lrs": True}  # the space's placeholder rates, at plan time
 
     def __init__(
         self,

@@ -11,7 +11,7 @@ modality's parameters, so a per-modality learning rate scales them with the enco
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -24,6 +24,9 @@ class ModelOutput:
     logits: torch.Tensor  # (B, C) multimodal
     unimodal: dict[str, torch.Tensor]  # modality -> (B, C)
     features: dict[str, torch.Tensor]  # modality -> (B, d) fused features z_m
+    #: modality -> (B, d_m) the encoder's own output h_m, before its projection (z_m = h_m when
+    #: the projection is the identity): what UMT distils
+    encoded: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class JointFusionModel(nn.Module):
@@ -62,10 +65,14 @@ class JointFusionModel(nn.Module):
 
     def forward(self, inputs: Mapping[str, torch.Tensor], detach_unimodal: bool = False) -> ModelOutput:
         """``detach_unimodal``: the unimodal heads see detached features (linear probes)."""
-        z = self.encode(inputs)  # modality -> (B, d)
+        missing = set(self.modalities) - set(inputs)
+        if missing:
+            raise KeyError(f"inputs lack modalities {sorted(missing)}")
+        h = {m: self.encoders[m](inputs[m]) for m in self.modalities}
+        z = {m: self.projections[m](h[m]) for m in self.modalities}  # modality -> (B, d)
         logits = self.fusion([z[m] for m in self.modalities])  # (B, C)
         unimodal = {m: self.heads[m](z[m].detach() if detach_unimodal else z[m]) for m in self.modalities}
-        return ModelOutput(logits=logits, unimodal=unimodal, features=z)
+        return ModelOutput(logits=logits, unimodal=unimodal, features=z, encoded=h)
 
     def fuse_without(
         self,

@@ -308,7 +308,7 @@ def make_searches(
     """Every search of the study, in stage order, each named ``<study>-<kind>-<row>-<fusion>``."""
     seed_list = tuple(range(1, seeds + 1))  # not the selecting search's seed (0): no winner's curse
     specs = [
-        SearchSpec(f"{name}-unimodal-{m}", "unimodal", Arm("unimodal"), "concat", trials, "unimodal", m)
+        SearchSpec(unimodal_search(name, m), "unimodal", Arm("unimodal"), "concat", trials, "unimodal", m)
         for m in modalities
     ]
     for arm in arms:
@@ -367,9 +367,17 @@ def search_argv_common(
     return argv
 
 
+def unimodal_search(study: str, modality: str) -> str:
+    """The name of a study's unimodal search of one modality."""
+    return f"{study}-unimodal-{modality}"
+
+
 def search_argv(plan: StudyPlan, spec: SearchSpec, validating: bool = False) -> list[str]:
     """The ``miles_tune.search`` command line of one search of the study. ``validating``: the
-    searches it depends on have not run yet (plan time), so MSLR is checked on the space's rates."""
+    searches it depends on have not run yet (plan time), so a method that builds on the
+    unimodal searches is checked with its ``until_unimodal`` settings."""
+    from miles_tune.balance import METHODS
+
     args = plan.args
     argv = search_argv_common(args, plan.name, plan.storage, plan.tracking_uri, plan.epochs)
     if plan.resources is not None:
@@ -380,15 +388,18 @@ def search_argv(plan: StudyPlan, spec: SearchSpec, validating: bool = False) -> 
         argv += ["--variant", spec.arm.variant]
     for key, value in spec.arm.settings:
         argv += ["--set", f"{key}={json.dumps(value)}"]
-    if spec.arm.method.startswith("mslr"):
+    method = METHODS.get(spec.arm.method)
+    if method.from_unimodal is not None and spec.kind != "unimodal":  # MSLR's rates, UMT's teachers
         if validating:
-            argv += ["--set", "allow_placeholder_lrs=true"]
+            argv += [
+                arg for k, v in method.until_unimodal.items() for arg in ("--set", f"{k}={json.dumps(v)}")
+            ]
         else:
-            lrs = {
-                m: str(plan.results / f"{plan.name}-unimodal-{m}" / "best_config.yaml")
+            found = {
+                m: str(plan.results / unimodal_search(plan.name, m) / "best_config.yaml")
                 for m in plan.modalities
             }
-            argv += ["--set", f"unimodal_lrs={json.dumps(lrs)}"]
+            argv += ["--set", f"{method.from_unimodal}={json.dumps(found)}"]
     if spec.kind == "unimodal":
         argv += ["--set", f"method_args.modality={spec.modality}"]
     if spec.kind in ("search", "unimodal"):

@@ -131,9 +131,12 @@ def can_resume(plan: StudyPlan, spec: SearchSpec) -> bool:
 
 def blocked(plan: StudyPlan, manifest: Manifest, spec: SearchSpec) -> str | None:
     """Why ``spec`` cannot run yet: a search it builds on did not finish with a best trial."""
+    from miles_tune.balance import METHODS
+    from miles_tune.study.plan import unimodal_search
+
     needs = list(spec.needs)
-    if spec.arm.method.startswith("mslr"):
-        needs += [f"{plan.name}-unimodal-{m}" for m in plan.modalities]
+    if METHODS.get(spec.arm.method).from_unimodal is not None and spec.kind != "unimodal":
+        needs += [unimodal_search(plan.name, m) for m in plan.modalities]
     for name in needs:
         if manifest.status(name) != DONE or not (plan.results / name / "best_config.yaml").exists():
             return f"{name} has no best configuration"
