@@ -64,7 +64,7 @@ import torch
 import torch.nn.functional as F
 
 from miles_tune.balance import register_method
-from miles_tune.balance.base import BalancingMethod, TrainStep
+from miles_tune.balance.base import BalancingMethod, EpochMeans, TrainStep
 from miles_tune.errors import ConfigError
 from miles_tune.models.joint import JointFusionModel
 from miles_tune.records import MM
@@ -150,15 +150,14 @@ class AGM(BalancingMethod):
         self.aux_losses = bool(aux_losses)
         self.running: torch.Tensor | None = None  # S_m, on the device once training starts
         self.seen = 0  # steps so far (t in the official code)
-        self.kappa_sum: torch.Tensor | None = None
-        self.epoch_steps = 0
+        self.kappa = EpochMeans("agm/kappa")
 
     @classmethod
     def example_args(cls, modalities: Sequence[str]) -> dict[str, Any]:
         return {"alpha": 1.0}
 
     def on_train_epoch_start(self, epoch: int) -> None:
-        self.kappa_sum, self.epoch_steps = None, 0
+        self.kappa.reset()
 
     def active(self, epoch: int) -> bool:
         return self.start_epoch <= epoch and (self.end_epoch is None or epoch <= self.end_epoch)
@@ -188,14 +187,10 @@ class AGM(BalancingMethod):
                 float(step.weights[m]) * step.terms[m] for m in model.modalities if step.weights[m] != 0.0
             ]
             sum([modulated, *others, *step.extra.values()]).backward()
-        self.kappa_sum = kappa if self.kappa_sum is None else self.kappa_sum + kappa
-        self.epoch_steps += 1
+        self.kappa.add(kappa)
 
     def record_extra(self) -> dict[str, float]:
-        if not self.epoch_steps:
-            return {}
-        values = (self.kappa_sum / self.epoch_steps).tolist()
-        return {f"agm/kappa_{m}": v for m, v in zip(self.model.modalities, values, strict=True)}
+        return self.kappa.record(self.model.modalities)
 
     def state_dict(self) -> dict[str, Any]:
         running = None if self.running is None else self.running.detach().cpu()

@@ -94,6 +94,32 @@ class TrainStep:
     loss: torch.Tensor | None = None
 
 
+class EpochMeans:
+    """One value per modality per step, summed on the device (no host sync per step) and read
+    once as means over the epoch's steps: what a method records of what it did (AGM's κ,
+    PMR's boosted modality, ...) as ``<prefix>_<modality>``."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.reset()
+
+    def reset(self) -> None:
+        self.total: torch.Tensor | None = None
+        self.steps = 0
+
+    def add(self, values: torch.Tensor) -> None:
+        """This step's (M,) values, in the model's modality order."""
+        values = values.detach().float()
+        self.total = values if self.total is None else self.total + values
+        self.steps += 1
+
+    def record(self, modalities: Sequence[str]) -> dict[str, float]:
+        if not self.steps:
+            return {}
+        means = (self.total / self.steps).tolist()
+        return {f"{self.prefix}_{m}": v for m, v in zip(modalities, means, strict=True)}
+
+
 #: loop settings searched for every method (the methods' own are their ``SEARCH_SPACE``)
 COMMON_SEARCH_SPACE: dict[str, tuple[Any, ...]] = {"lr": ("loguniform", 1e-5, 1e-2)}
 

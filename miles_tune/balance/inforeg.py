@@ -55,7 +55,7 @@ from typing import Any, ClassVar
 import torch
 
 from miles_tune.balance import register_method
-from miles_tune.balance.base import BalancingMethod, EpochEvaluation
+from miles_tune.balance.base import BalancingMethod, EpochEvaluation, EpochMeans
 from miles_tune.errors import ConfigError
 from miles_tune.models.joint import ModelOutput
 
@@ -117,8 +117,7 @@ class InfoReg(BalancingMethod):
         self.regulating = True
         self.anchor: dict[str, list[torch.Tensor]] = {}
         self.squares: list[torch.Tensor] = []  # per Fisher weight: Σ over the epoch's batches of g²
-        self.beta_sum: torch.Tensor | None = None
-        self.epoch_steps = 0
+        self.beta = EpochMeans("inforeg/beta")
 
     @classmethod
     def example_args(cls, modalities: Sequence[str]) -> dict[str, Any]:
@@ -138,7 +137,7 @@ class InfoReg(BalancingMethod):
         self.regulating = epoch == 0 or self.growth > self.threshold
         self.anchor = {m: [p.detach().clone() for p in ps] for m, ps in self.encoder_params.items()}
         self.squares = [torch.zeros_like(p) for p in self.fisher]
-        self.beta_sum, self.epoch_steps = None, 0
+        self.beta.reset()
 
     @torch.no_grad()
     def on_after_backward(self, output: ModelOutput, labels: torch.Tensor, epoch: int, step: int) -> None:
@@ -158,8 +157,7 @@ class InfoReg(BalancingMethod):
                 ]
                 pull = torch._foreach_sub([p.detach() for p in params], anchors)
                 torch._foreach_add_([p.grad for p in params], torch._foreach_mul(pull, b))
-        self.beta_sum = beta if self.beta_sum is None else self.beta_sum + beta
-        self.epoch_steps += 1
+        self.beta.add(beta)
 
     def on_epoch_end(self, evaluation: EpochEvaluation) -> None:
         if self.squares:
@@ -172,10 +170,7 @@ class InfoReg(BalancingMethod):
             "inforeg/window_k": self.growth,
             "inforeg/active": float(self.regulating),
         }
-        if self.epoch_steps:
-            values = (self.beta_sum / self.epoch_steps).tolist()
-            out.update({f"inforeg/beta_{m}": v for m, v in zip(self.model.modalities, values, strict=True)})
-        return out
+        return {**out, **self.beta.record(self.model.modalities)}
 
     def state_dict(self) -> dict[str, Any]:
         return {"history": list(self.history)}

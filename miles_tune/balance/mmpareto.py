@@ -51,7 +51,7 @@ from typing import Any, ClassVar
 import torch
 
 from miles_tune.balance import register_method
-from miles_tune.balance.base import BalancingMethod, TrainStep
+from miles_tune.balance.base import BalancingMethod, EpochMeans, TrainStep
 from miles_tune.errors import ConfigError
 from miles_tune.records import MM
 
@@ -99,11 +99,10 @@ class MMPareto(BalancingMethod):
             raise ConfigError(f"rescale: must be one of {', '.join(RESCALES)}, got {rescale!r}")
         self.gamma = float(gamma)
         self.rescale = rescale
-        self.conflicts: dict[str, torch.Tensor] = {}
-        self.steps = 0
+        self.conflicts = EpochMeans("mmpareto/conflict")
 
     def on_train_epoch_start(self, epoch: int) -> None:
-        self.conflicts, self.steps = {}, 0
+        self.conflicts.reset()
 
     def backward(self, step: TrainStep) -> None:
         model = self.model
@@ -112,24 +111,26 @@ class MMPareto(BalancingMethod):
         g_mm = self._grads(float(w[MM]) * step.terms[MM], [p for ps in encoders.values() for p in ps])
         g_u = {m: self._grads(float(w[m]) * step.terms[m], ps) for m, ps in encoders.items()}
         step.loss.backward()  # every parameter's plain gradient; encoder m: g_mm + g_u
+        conflicts = []
         for m, params in encoders.items():
+            plain = [torch.zeros_like(p) if p.grad is None else p.grad for p in params]
             mm = [g_mm[p] for p in params]
             uni = [g_u[m][p] for p in params]
             alpha, conflict = pareto_weight(
                 torch.cat([g.flatten() for g in mm]), torch.cat([g.flatten() for g in uni])
             )
-            self.conflicts[m] = self.conflicts.get(m, 0) + conflict.float()
+            conflicts.append(conflict)
             h = [2 * (alpha * a + (1 - alpha) * b) for a, b in zip(mm, uni, strict=True)]
             if self.rescale == "per_tensor":
-                new = [rescaled(hp, p.grad, self.gamma) for hp, p in zip(h, params, strict=True)]
+                new = [rescaled(hp, g, self.gamma) for hp, g in zip(h, plain, strict=True)]
             else:
                 flat_h = torch.cat([hp.flatten() for hp in h])
-                plain = torch.cat([p.grad.flatten() for p in params])
-                scale = rescaled(flat_h, plain, self.gamma).norm() / flat_h.norm().clamp_min(1e-30)
+                flat_plain = torch.cat([g.flatten() for g in plain])
+                scale = rescaled(flat_h, flat_plain, self.gamma).norm() / flat_h.norm().clamp_min(1e-30)
                 new = [scale * hp for hp in h]
             for p, g in zip(params, new, strict=True):
-                p.grad.copy_(g)
-        self.steps += 1
+                p.grad = g.detach().clone() if p.grad is None else p.grad.copy_(g)
+        self.conflicts.add(torch.stack(conflicts))
 
     @staticmethod
     def _grads(
@@ -140,8 +141,4 @@ class MMPareto(BalancingMethod):
         return {p: torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)}
 
     def record_extra(self) -> dict[str, float]:
-        if not self.steps:
-            return {}
-        names = list(self.conflicts)
-        values = torch.stack([self.conflicts[m] for m in names]).div(self.steps).tolist()
-        return {f"mmpareto/conflict_{m}": v for m, v in zip(names, values, strict=True)}
+        return self.conflicts.record(self.model.modalities)

@@ -56,7 +56,7 @@ import torch
 import torch.nn.functional as F
 
 from miles_tune.balance import register_method
-from miles_tune.balance.base import BalancingMethod, TrainStep
+from miles_tune.balance.base import BalancingMethod, EpochMeans, TrainStep
 from miles_tune.errors import ConfigError
 
 
@@ -121,8 +121,7 @@ class PMR(BalancingMethod):
         self.aux_losses = bool(aux_losses)
         self.prototypes: dict[str, torch.Tensor] = {}
         self.computed = 0  # prototype computations so far (the blend starts at the third)
-        self.boosted: torch.Tensor | None = None
-        self.epoch_steps = 0
+        self.boosted = EpochMeans("pmr/boosted")
 
     @classmethod
     def example_args(cls, modalities: Sequence[str]) -> dict[str, Any]:
@@ -132,7 +131,7 @@ class PMR(BalancingMethod):
         return self.start_epoch <= epoch and (self.end_epoch is None or epoch <= self.end_epoch)
 
     def on_train_epoch_start(self, epoch: int) -> None:
-        self.boosted, self.epoch_steps = None, 0
+        self.boosted.reset()
         ctx = self.context
         seed = ctx.seed * 1_000_003 + epoch  # a fresh sample each epoch, the same on resume
         feats, labels = ctx.features(self.model, "train", fraction=self.proto_fraction, seed=seed)
@@ -155,16 +154,12 @@ class PMR(BalancingMethod):
                 [F.softmax(logits[m], 1).gather(1, labels[:, None]).sum() for m in modalities]
             )
             beta = pmr_weights(scores, self.alpha)
-        self.boosted = (beta > 0).float() if self.boosted is None else self.boosted + (beta > 0).float()
-        self.epoch_steps += 1
+        self.boosted.add(beta > 0)
         loss = sum(b * F.cross_entropy(logits[m], labels) for b, m in zip(beta, modalities, strict=True))
         return {"pmr": loss}
 
     def record_extra(self) -> dict[str, float]:
-        if not self.epoch_steps:
-            return {}
-        values = (self.boosted / self.epoch_steps).tolist()
-        return {f"pmr/boosted_{m}": v for m, v in zip(self.model.modalities, values, strict=True)}
+        return self.boosted.record(self.model.modalities)
 
     def state_dict(self) -> dict[str, Any]:
         return {

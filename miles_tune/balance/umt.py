@@ -53,7 +53,7 @@ from typing import Any, ClassVar
 import torch
 
 from miles_tune.balance import register_method
-from miles_tune.balance.base import BalancingMethod, TrainStep
+from miles_tune.balance.base import BalancingMethod, EpochMeans, TrainStep
 from miles_tune.errors import ConfigError
 
 INITIAL = "initial"  # the encoders' own initial weights as teachers (smoke runs, plan checks)
@@ -118,8 +118,7 @@ class UMT(BalancingMethod):
         self.lam = float(lam)
         self.aux_losses = bool(aux_losses)
         self.allow_initial_teachers = bool(allow_initial_teachers)
-        self.distance: torch.Tensor | None = None
-        self.epoch_steps = 0
+        self.distance = EpochMeans("umt/distill")
 
     @classmethod
     def example_args(cls, modalities: Sequence[str]) -> dict[str, Any]:
@@ -164,7 +163,7 @@ class UMT(BalancingMethod):
             self.teacher_encoders[m] = teacher.eval().requires_grad_(False)
 
     def on_train_epoch_start(self, epoch: int) -> None:
-        self.distance, self.epoch_steps = None, 0
+        self.distance.reset()
 
     def extra_losses(self, step: TrainStep) -> dict[str, torch.Tensor]:
         terms = []
@@ -172,13 +171,8 @@ class UMT(BalancingMethod):
             with torch.no_grad():
                 target = self.teacher_encoders[m](step.inputs[m]).float()
             terms.append(torch.mean((step.output.encoded[m].float() - target) ** 2))
-        distances = torch.stack([t.detach() for t in terms])
-        self.distance = distances if self.distance is None else self.distance + distances
-        self.epoch_steps += 1
+        self.distance.add(torch.stack(terms))
         return {"umt": self.lam * sum(terms)}
 
     def record_extra(self) -> dict[str, float]:
-        if not self.epoch_steps:
-            return {}
-        values = (self.distance / self.epoch_steps).tolist()
-        return {f"umt/distill_{m}": v for m, v in zip(self.model.modalities, values, strict=True)}
+        return self.distance.record(self.model.modalities)
