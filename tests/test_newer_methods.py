@@ -475,3 +475,22 @@ def test_umt_refuses_teachers_it_cannot_use(tmp_path) -> None:
     umt = create_method("umt", teachers={m: str(tmp_path / "other.pt") for m in ("a", "v", "t")})
     with pytest.raises(ConfigError, match=r"teachers.t: .*other.pt does not fit this encoder"):
         umt.attach(model, torch.optim.SGD(model.parameters(), lr=0.1))
+
+
+def test_a_methods_feature_pass_leaves_every_module_in_its_mode() -> None:
+    """``RunContext.features`` runs in eval mode and gives back the modes it found (MSES freezes
+    branches in eval mode; a feature pass must not unfreeze them)."""
+    from miles_tune.data import TensorSplit
+    from miles_tune.train.loop import encode_split
+
+    model = tiny_model(("a", "v"))
+    model.train()
+    model.encoders["v"].eval()
+    inputs, labels = batch(("a", "v"), n=10)
+    feats, got_labels = encode_split(model, TensorSplit(inputs, labels), 4, torch.device("cpu"))
+    assert (
+        feats["a"].shape == (10, 4) and feats["v"].shape == (10, 5) and got_labels.tolist() == labels.tolist()
+    )
+    assert model.training and model.encoders["a"].training and not model.encoders["v"].training
+    with torch.no_grad():
+        torch.testing.assert_close(feats["a"], model.encode(inputs)["a"])

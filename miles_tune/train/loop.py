@@ -259,7 +259,8 @@ def encode_split(
     memory_format: torch.memory_format | None = None,
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Every modality's features z_m (float32) and the labels of ``split``, in eval mode, on
-    ``device``; the model is left in train mode (methods call this between training steps)."""
+    ``device``; every module is left in the mode it was in (methods call this between steps)."""
+    modes = [(module, module.training) for module in model.modules()]
     model.eval()
     feats: dict[str, list[torch.Tensor]] = {m: [] for m in model.modalities}
     labels = []
@@ -269,7 +270,8 @@ def encode_split(
         for m in model.modalities:
             feats[m].append(z[m].float())
         labels.append(y)
-    model.train()
+    for module, training in modes:
+        module.train(training)
     return {m: torch.cat(v) for m, v in feats.items()}, torch.cat(labels)
 
 
@@ -381,11 +383,10 @@ def fusion_offsets(model: JointFusionModel, means: Mapping[str, torch.Tensor]) -
     """Per modality m, f(0, …, μ_m, …, 0) − f(0, …, 0) as a (1, C) float32 CPU tensor: what
     setting z_m from 0 to μ_m adds to an affine fusion's logits, whatever the other features."""
     param = next(model.fusion.parameters())
-    zeros = [
-        torch.zeros(1, model.feature_dims[m], device=param.device, dtype=param.dtype)
+    zeros = {
+        m: torch.zeros(1, model.feature_dims[m], device=param.device, dtype=param.dtype)
         for m in model.modalities
-    ]
-    zeros = dict(zip(model.modalities, zeros, strict=True))
+    }
     base = model.fusion(list(zeros.values()))
     return {m: (model.fuse_without(zeros, [m], fill=means) - base).float().cpu() for m in model.modalities}
 
