@@ -592,3 +592,13 @@ def test_bad_method_settings_are_refused_before_training(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         Trainer(dataclasses.replace(tiny_config, method=method, method_args=args))
+
+
+def test_mslr_refuses_a_search_result_of_another_modality(tmp_path) -> None:
+    """A best_config.yaml as a unimodal search writes it (its settings under ``config``) is
+    checked for its modality too, by the check UMT's teachers share."""
+    best = {"config": {"lr": 1e-4, "method": "unimodal", "method_args": {"modality": "fast"}}}
+    (tmp_path / "best_config.yaml").write_text(json.dumps(best))
+    with pytest.raises(ValueError, match="unimodal result of 'fast', given for 'slow'"):
+        load_unimodal_lrs({"fast": 1e-4, "slow": str(tmp_path / "best_config.yaml")})
+    assert load_unimodal_lrs({"fast": str(tmp_path / "best_config.yaml"), "slow": 1e-2}) == RATES

@@ -468,7 +468,7 @@ def test_umt_refuses_teachers_it_cannot_use(tmp_path) -> None:
         create_method("umt", teachers={"a": str(tmp_path)}).check(("a",), "concat")
     wrong = {"config": {"method": "unimodal", "method_args": {"modality": "a"}}, "best_model": "x.pt"}
     (tmp_path / "best_config.yaml").write_text(yaml.safe_dump(wrong))
-    with pytest.raises(ConfigError, match="is the unimodal search of 'a', not of 'v'"):
+    with pytest.raises(ConfigError, match="is the unimodal result of 'a', given for 'v'"):
         create_method("umt", teachers={"v": str(tmp_path)}).check(("v",), "concat")
     torch.save(tiny_model(("a", "v")).state_dict(), tmp_path / "other.pt")
     model = tiny_model(("a", "v", "t"))  # encoder v here is 3 → 5, in the file 3 → 5; t is missing

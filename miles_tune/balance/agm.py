@@ -64,7 +64,13 @@ import torch
 import torch.nn.functional as F
 
 from miles_tune.balance import register_method
-from miles_tune.balance.base import BalancingMethod, EpochMeans, TrainStep
+from miles_tune.balance.base import (
+    BalancingMethod,
+    EpochMeans,
+    TrainStep,
+    check_epoch_window,
+    in_epoch_window,
+)
 from miles_tune.errors import ConfigError
 from miles_tune.models.joint import JointFusionModel
 from miles_tune.records import MM
@@ -137,10 +143,7 @@ class AGM(BalancingMethod):
     ) -> None:
         if not alpha > 0:
             raise ConfigError(f"alpha: must be > 0 (the modulation's strength), got {alpha}")
-        if start_epoch < 0:
-            raise ConfigError(f"start_epoch: must be ≥ 0, got {start_epoch}")
-        if end_epoch is not None and end_epoch < start_epoch:
-            raise ConfigError(f"end_epoch: must be ≥ start_epoch ({start_epoch}), got {end_epoch}")
+        check_epoch_window("agm", start_epoch, end_epoch)
         if not max_exponent > 0:
             raise ConfigError(f"max_exponent: must be > 0, got {max_exponent}")
         self.alpha = float(alpha)
@@ -159,9 +162,6 @@ class AGM(BalancingMethod):
     def on_train_epoch_start(self, epoch: int) -> None:
         self.kappa.reset()
 
-    def active(self, epoch: int) -> bool:
-        return self.start_epoch <= epoch and (self.end_epoch is None or epoch <= self.end_epoch)
-
     def backward(self, step: TrainStep) -> None:
         model, out = self.model, step.output
         task = self.context.task if self.context is not None else "multiclass"
@@ -173,7 +173,10 @@ class AGM(BalancingMethod):
             kappa = agm_coefficients(scores, self.running, self.alpha, self.max_exponent)
             self.seen += 1
             self.running = self.running * ((self.seen - 1) / self.seen) + scores / self.seen
-        if not self.active(step.epoch) or float(step.weights[MM]) == 0.0:
+        if (
+            not in_epoch_window(step.epoch, self.start_epoch, self.end_epoch)
+            or float(step.weights[MM]) == 0.0
+        ):
             kappa = torch.ones_like(kappa)
             step.loss.backward()
         else:

@@ -50,11 +50,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from torch.utils.data import Dataset
 
+from miles_tune.errors import ConfigError
 from miles_tune.models.joint import JointFusionModel, ModelOutput
 from miles_tune.records import MM
 
@@ -210,6 +212,47 @@ def set_modality_lrs(optimizer: torch.optim.Optimizer, lrs: Mapping[str, float])
         raise ValueError(f"no param group tagged with modality {sorted(missing)}; have {sorted(groups)}")
     for m, lr in lrs.items():
         groups[m]["lr"] = float(lr)
+
+
+def check_epoch_window(method: str, start_epoch: int, end_epoch: int | None) -> None:
+    """Refuse a bad window ``start_epoch ≤ epoch ≤ end_epoch`` in which a method acts (OGM,
+    AGM, PMR); ``end_epoch=None`` is the method's own default end."""
+    if isinstance(start_epoch, bool) or not isinstance(start_epoch, int) or start_epoch < 0:
+        raise ConfigError(f"{method}: start_epoch must be an integer >= 0, got {start_epoch!r}")
+    if end_epoch is not None and (
+        isinstance(end_epoch, bool) or not isinstance(end_epoch, int) or end_epoch < start_epoch
+    ):
+        raise ConfigError(f"{method}: end_epoch must be None or an integer >= start_epoch, got {end_epoch!r}")
+
+
+def in_epoch_window(epoch: int, start_epoch: int, end_epoch: int | None) -> bool:
+    """Whether ``epoch`` is in ``start_epoch ≤ epoch ≤ end_epoch`` (inclusive; None: no end)."""
+    return start_epoch <= epoch and (end_epoch is None or epoch <= end_epoch)
+
+
+def read_settings_file(path: Path, who: str) -> Any:
+    """A YAML or JSON file's content, or a one-line :class:`ConfigError` naming ``who`` and the file."""
+    import json
+
+    import yaml
+
+    if not path.is_file():
+        raise ConfigError(f"{who}: {path} does not exist")
+    try:
+        text = path.read_text()
+        return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (OSError, ValueError, yaml.YAMLError) as exc:  # JSON and Unicode errors are ValueErrors
+        raise ConfigError(f"{who}: cannot read {path}: {' '.join(str(exc).split())}") from exc
+
+
+def check_unimodal_source(content: Any, path: Path, modality: str, who: str) -> None:
+    """Refuse the result of a unimodal search (a ``best_config.yaml``: its settings under
+    ``config``, or at the top level) given for another modality than the one it trained."""
+    for scope in (content, content.get("config") if isinstance(content, Mapping) else None):
+        args = scope.get("method_args") if isinstance(scope, Mapping) else None
+        named = args.get("modality") if isinstance(args, Mapping) else None
+        if named is not None and named != modality:
+            raise ConfigError(f"{who}: {path} is the unimodal result of {named!r}, given for {modality!r}")
 
 
 def check_search_space(space: Mapping[str, tuple[Any, ...]]) -> None:

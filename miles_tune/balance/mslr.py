@@ -51,41 +51,32 @@ fixed inputs (not searched); the fusion rate is the loop's ``lr``; ``smoothing``
 
 from __future__ import annotations
 
-import json
 import math
 from collections import deque
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from miles_tune.balance import register_method
-from miles_tune.balance.base import BalancingMethod, EpochEvaluation, RunContext, set_modality_lrs
+from miles_tune.balance.base import (
+    BalancingMethod,
+    EpochEvaluation,
+    RunContext,
+    check_unimodal_source,
+    read_settings_file,
+    set_modality_lrs,
+)
 from miles_tune.errors import ConfigError
 
 SPACES = ("log", "linear")
 RULES = ("ratio", "step")
 
 
-def _read_mapping(path: Path) -> Any:
-    if not path.is_file():
-        raise ConfigError(f"mslr: unimodal learning-rate file {str(path)!r} does not exist")
-    try:
-        text = path.read_text()
-        return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (OSError, ValueError, yaml.YAMLError) as exc:  # JSON and Unicode errors are ValueErrors
-        raise ConfigError(f"mslr: cannot read {path}: {' '.join(str(exc).split())}") from exc
-
-
 def _lr_from_best_config(path: Path, modality: str) -> float:
-    content = _read_mapping(path)
+    content = read_settings_file(path, "mslr")
     if not isinstance(content, Mapping):
         raise ConfigError(f"mslr: {path} does not hold a mapping")
-    method_args = content.get("method_args")
-    named = method_args.get("modality") if isinstance(method_args, Mapping) else None
-    if named is not None and named != modality:
-        raise ConfigError(f"mslr: {path} is the unimodal result of {named!r}, given for {modality!r}")
+    check_unimodal_source(content, path, modality, "mslr")
     for scope in (content, content.get("config") or {}, content.get("train") or {}):
         if isinstance(scope, Mapping) and "lr" in scope:
             try:  # YAML 1.1 reads 1e-3 as a string
@@ -104,7 +95,7 @@ def load_unimodal_lrs(spec: Mapping[str, Any] | str | Path | None) -> dict[str, 
         )
     if isinstance(spec, (str, Path)):
         path = Path(spec)
-        content = _read_mapping(path)
+        content = read_settings_file(path, "mslr")
         if isinstance(content, Mapping) and "unimodal_lrs" in content:
             content = content["unimodal_lrs"]
         if not isinstance(content, Mapping) or not content:

@@ -55,7 +55,7 @@ from typing import Any
 import torch
 
 from miles_tune.balance import register_method
-from miles_tune.balance.base import BalancingMethod, RunContext
+from miles_tune.balance.base import BalancingMethod, RunContext, check_epoch_window, in_epoch_window
 from miles_tune.errors import ConfigError
 from miles_tune.models.joint import ModelOutput
 
@@ -106,10 +106,7 @@ def modulate_(grad: torch.Tensor, k: float, noise: bool) -> None:
 def check_ogm_args(alpha: float, start_epoch: int, end_epoch: int | None, score_source: str, grad_dims: str):
     if not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha <= 0:
         raise ConfigError(f"ogm: alpha must be a positive number, got {alpha!r}")
-    if not isinstance(start_epoch, int) or start_epoch < 0:
-        raise ConfigError(f"ogm: start_epoch must be an integer >= 0, got {start_epoch!r}")
-    if end_epoch is not None and (not isinstance(end_epoch, int) or end_epoch < start_epoch):
-        raise ConfigError(f"ogm: end_epoch must be None or an integer >= start_epoch, got {end_epoch!r}")
+    check_epoch_window("ogm", start_epoch, end_epoch)
     if score_source not in SCORE_SOURCES:
         raise ConfigError(f"ogm: score_source must be one of {SCORE_SOURCES}, got {score_source!r}")
     if grad_dims not in GRAD_DIMS:
@@ -167,7 +164,7 @@ class OGM(BalancingMethod):
             )
 
     def in_window(self, epoch: int) -> bool:
-        return epoch >= self.start_epoch and (self.window_end is None or epoch <= self.window_end)
+        return in_epoch_window(epoch, self.start_epoch, self.window_end)
 
     def scores(self, output: ModelOutput, labels: torch.Tensor) -> dict[str, float]:
         modalities = self.model.modalities

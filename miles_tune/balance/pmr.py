@@ -56,7 +56,13 @@ import torch
 import torch.nn.functional as F
 
 from miles_tune.balance import register_method
-from miles_tune.balance.base import BalancingMethod, EpochMeans, TrainStep
+from miles_tune.balance.base import (
+    BalancingMethod,
+    EpochMeans,
+    TrainStep,
+    check_epoch_window,
+    in_epoch_window,
+)
 from miles_tune.errors import ConfigError
 
 
@@ -109,10 +115,7 @@ class PMR(BalancingMethod):
             raise ConfigError(f"momentum: must be in [0, 1), got {momentum}")
         if not 0.0 < proto_fraction <= 1.0:
             raise ConfigError(f"proto_fraction: must be in (0, 1], got {proto_fraction}")
-        if start_epoch < 0:
-            raise ConfigError(f"start_epoch: must be ≥ 0, got {start_epoch}")
-        if end_epoch is not None and end_epoch < start_epoch:
-            raise ConfigError(f"end_epoch: must be ≥ start_epoch ({start_epoch}), got {end_epoch}")
+        check_epoch_window("pmr", start_epoch, end_epoch)
         self.alpha = float(alpha)
         self.momentum = float(momentum)
         self.proto_fraction = float(proto_fraction)
@@ -126,9 +129,6 @@ class PMR(BalancingMethod):
     @classmethod
     def example_args(cls, modalities: Sequence[str]) -> dict[str, Any]:
         return {"alpha": 1.0, "momentum": 0.2}
-
-    def active(self, epoch: int) -> bool:
-        return self.start_epoch <= epoch and (self.end_epoch is None or epoch <= self.end_epoch)
 
     def on_train_epoch_start(self, epoch: int) -> None:
         self.boosted.reset()
@@ -144,7 +144,7 @@ class PMR(BalancingMethod):
         self.computed += 1
 
     def extra_losses(self, step: TrainStep) -> dict[str, torch.Tensor]:
-        if not self.active(step.epoch):
+        if not in_epoch_window(step.epoch, self.start_epoch, self.end_epoch):
             return {}
         modalities = self.model.modalities
         logits = {m: prototype_logits(step.output.features[m], self.prototypes[m]) for m in modalities}

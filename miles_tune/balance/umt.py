@@ -53,7 +53,13 @@ from typing import Any, ClassVar
 import torch
 
 from miles_tune.balance import register_method
-from miles_tune.balance.base import BalancingMethod, EpochMeans, TrainStep
+from miles_tune.balance.base import (
+    BalancingMethod,
+    EpochMeans,
+    TrainStep,
+    check_unimodal_source,
+    read_settings_file,
+)
 from miles_tune.errors import ConfigError
 
 INITIAL = "initial"  # the encoders' own initial weights as teachers (smoke runs, plan checks)
@@ -65,24 +71,15 @@ def teacher_file(spec: str | Path, modality: str) -> Path:
     path = Path(spec).expanduser()
     if path.is_dir():
         path = path / "best_config.yaml"
-    if path.suffix in (".yaml", ".yml"):
-        import yaml
-
-        try:
-            content = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"umt: teachers.{modality}: cannot read {path} ({exc})") from None
-        model = content.get("best_model") if isinstance(content, dict) else None
+    if path.suffix in (".yaml", ".yml", ".json"):
+        who = f"umt: teachers.{modality}"
+        content = read_settings_file(path, who)
+        check_unimodal_source(content, path, modality, who)
+        model = content.get("best_model") if isinstance(content, Mapping) else None
         if not model:
             raise ConfigError(
-                f"umt: teachers.{modality}: {path} names no best_model (its search kept no weights: "
+                f"{who}: {path} names no best_model (its search kept no weights: "
                 "run it with --keep-checkpoints best, the default)"
-            )
-        config = content.get("config") or {}
-        if config.get("method") == "unimodal" and config.get("method_args", {}).get("modality") != modality:
-            raise ConfigError(
-                f"umt: teachers.{modality}: {path} is the unimodal search of "
-                f"{config['method_args'].get('modality')!r}, not of {modality!r}"
             )
         path = Path(model)
     if not path.is_file():

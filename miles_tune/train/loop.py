@@ -161,7 +161,8 @@ def train_pass(
     which breaks the loss just the same). The steps after s ran on NaN; the run stops there.
     """
     modalities = model.modalities
-    term_weights = [float(weights[MM]), *(float(weights[m]) for m in modalities)]
+    names = (MM, *modalities)  # the loss terms, in order
+    term_weights = [float(weights[t]) for t in names]
     if not any(term_weights):
         raise ValueError("every loss weight is 0: nothing would train")
     named = [(name, p) for name, p in model.named_parameters()]
@@ -202,7 +203,6 @@ def train_pass(
         weighted = [t if w == 1.0 else w * t for w, t in zip(term_weights, terms, strict=True) if w != 0.0]
         step_view = None
         if method is not None:
-            names = (MM, *modalities)
             step_view = TrainStep(
                 inputs, out, labels, dict(zip(names, terms, strict=True)), weights, epoch, step
             )
