@@ -36,6 +36,9 @@ class TrainConfig:
     encoders: dict[str, dict[str, Any]] = field(default_factory=dict)  # {modality: {"name": .., **kwargs}}
     epochs: int = 30
     lr: float = 1e-3
+    # each encoder's rate is lr × lr_mult[modality] (default 1; the fusion and heads run at lr);
+    # what PBT mutates (`--scheduler pbt`), and a fixed per-modality setting otherwise
+    lr_mult: dict[str, float] = field(default_factory=dict)
     optimizer: str = "adam"  # the paper: Adam(β = 0.9, 0.999)
     weight_decay: float = 0.0
     momentum: float = 0.9  # sgd only
@@ -84,6 +87,9 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if not _finite(self.lr) or self.lr <= 0:
             raise ConfigError(f"lr must be a positive number, got {self.lr!r}")
+        for modality, mult in self.lr_mult.items():
+            if isinstance(mult, bool) or not isinstance(mult, (int, float)) or not _finite(mult) or mult <= 0:
+                raise ConfigError(f"lr_mult.{modality} must be a positive number, got {show(mult)}")
         if not _finite(self.weight_decay) or self.weight_decay < 0:
             raise ConfigError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
         if not (_finite(self.momentum) and 0 <= self.momentum < 1):

@@ -50,7 +50,7 @@ from miles_tune.value_types import show
 
 log = logging.getLogger("miles_tune.search")
 SEARCHERS = ("optuna", "random")
-SCHEDULERS = ("none", "asha")
+SCHEDULERS = ("none", "asha", "pbt")
 #: settings a --grid cannot vary: they name the search itself (its tags, its data, its heads)
 NOT_GRIDDED = ("dataset", "data", "method", "method_args", "fusion", "encoders", "device")
 #: a search's name becomes a folder and an MLflow tag: no separators, no quotes, no spaces
@@ -80,6 +80,10 @@ class SearchPlan:
     stage: str = "search"  # grid, unimodal, seeds or search: what the analysis files it under
     variant: str = ""  # --variant: the setting's name; the analysis row is <method>-<variant>
     from_trial: str | None = None  # --from-best: the best trial of the file
+    modalities: tuple[str, ...] = ()  # the dataset's
+    #: --scheduler pbt: the rounds' interval (epochs) and what PBT mutates, name -> (low, high)
+    pbt_interval: int | None = None
+    pbt_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     @property
     def configurations(self) -> int:
@@ -116,7 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
         "searches form their own row, <method>-<variant>, in the analysis tables",
     )
     p.add_argument("--fusion", default="concat", choices=["concat", "sum"])
-    p.add_argument("--searcher", default="optuna", choices=SEARCHERS)
+    p.add_argument(
+        "--searcher", choices=SEARCHERS, help="default: optuna (TPE), or random with --scheduler pbt"
+    )
     p.add_argument("--num-samples", type=int, help="trials (default: the space's num_samples)")
     p.add_argument(
         "--points",
@@ -126,6 +132,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--scheduler", default="none", choices=SCHEDULERS)
     p.add_argument("--grace-period", type=int, default=2, help="ASHA: epochs before a trial can be stopped")
+    p.add_argument(
+        "--perturbation-interval",
+        type=int,
+        help="PBT: epochs between rounds of exploit and explore (default: a fifth of the epochs)",
+    )
+    p.add_argument(
+        "--lr-mult-range",
+        metavar="LOW,HIGH",
+        help="PBT: the range of each encoder's learning-rate multiplier lr_mult.<modality> "
+        "(default: 0.01,10)",
+    )
     p.add_argument("--gpus-per-trial", type=float, help="fractions allowed (default: the space's)")
     p.add_argument("--cpus-per-trial", type=float, help="default: the space's")
     p.add_argument("--max-concurrent", type=int, default=0, help="0 = as many as resources allow")
@@ -352,6 +369,8 @@ def plan_search(argv: list[str] | None = None) -> SearchPlan:
     from miles_tune.tracking import normalise_tracking_uri
 
     args = build_parser().parse_args(argv)
+    if args.searcher is None:  # PBT takes Tune's random search only
+        args.searcher = "random" if args.scheduler == "pbt" else "optuna"
     space = load_search_space(args.space or args.dataset)
     if args.space is None and space.dataset != args.dataset:
         raise ConfigError(f"{space.path} is for dataset {space.dataset!r}, not {args.dataset!r}")
@@ -430,7 +449,13 @@ def plan_search(argv: list[str] | None = None) -> SearchPlan:
     create_method(cfg.method, **cfg.method_args).check(found.modalities, cfg.fusion)
     check_task(cfg.method, found.task)
 
-    searcher = "grid" if grid or not params else args.searcher
+    pbt_interval, pbt_ranges = None, {}
+    if args.scheduler == "pbt":
+        pbt_interval, pbt_ranges = plan_pbt(args, cfg, found.modalities, params, grid)
+    elif args.perturbation_interval is not None or args.lr_mult_range is not None:
+        raise ConfigError("--perturbation-interval and --lr-mult-range set PBT: pass --scheduler pbt")
+
+    searcher = "grid" if grid or not (params or pbt_ranges) else args.searcher
     if searcher == "grid":  # every trial is given: one sample of the grid (or of the one config)
         if args.num_samples not in (None, 1):
             why = "--grid runs each grid point once" if grid else "every searched parameter is fixed"
@@ -496,7 +521,70 @@ def plan_search(argv: list[str] | None = None) -> SearchPlan:
         stage=stage,
         from_trial=from_trial,
         variant=variant,
+        modalities=tuple(found.modalities),
+        pbt_interval=pbt_interval,
+        pbt_ranges=pbt_ranges,
     )
+
+
+def plan_pbt(
+    args: argparse.Namespace,
+    cfg: TrainConfig,
+    modalities: tuple[str, ...],
+    params: dict[str, Any],
+    grid: dict[str, list[Any]],
+) -> tuple[int, dict[str, tuple[float, float]]]:
+    """``--scheduler pbt``: the interval and the ranges PBT mutates (``lr`` when searched, and
+    ``lr_mult.<modality>`` unless fixed), or a one-line refusal of what cannot work with it."""
+    from miles_tune.balance import METHODS
+    from miles_tune.pbt import LR_MULT_RANGE, default_interval
+
+    why = None
+    if args.searcher == "optuna":
+        why = "Optuna cannot drive PBT (Tune refuses a searcher with it); pass --searcher random"
+    elif grid:
+        why = "--grid runs fixed points, which PBT would change; drop --grid"
+    elif args.method == "unimodal":
+        why = "a unimodal run has one encoder, so no multiplier to learn; search its lr without PBT"
+    elif METHODS.get(args.method).own_encoder_lrs:
+        why = f"{args.method} sets each encoder's learning rate itself; PBT mutates lr_mult, which it ignores"
+    elif args.max_concurrent:
+        why = (
+            "--max-concurrent would shrink the population (Tune creates no member while that many "
+            "are alive, paused ones included); limit what runs at once with --cpus-per-trial or "
+            "--gpus-per-trial"
+        )
+    if why:
+        raise ConfigError(f"--scheduler pbt: {why}")
+    interval = args.perturbation_interval or default_interval(cfg.epochs)
+    if interval < 1 or interval >= cfg.epochs:
+        raise ConfigError(
+            f"--perturbation-interval {interval}: must be at least 1 and below the {cfg.epochs} epochs, "
+            "or PBT never acts"
+        )
+    low, high = LR_MULT_RANGE
+    if args.lr_mult_range is not None:
+        try:
+            low, high = (float(x) for x in args.lr_mult_range.split(","))
+        except ValueError:
+            shown = args.lr_mult_range
+            raise ConfigError(f"--lr-mult-range {shown!r}: expected LOW,HIGH such as 0.01,10") from None
+        if not (math.isfinite(low) and math.isfinite(high) and 0 < low < high):
+            raise ConfigError(f"--lr-mult-range {args.lr_mult_range}: need 0 < LOW < HIGH, finite")
+    ranges: dict[str, tuple[float, float]] = {}
+    lr = params.get("lr")
+    if lr is not None:
+        if lr.distribution not in ("loguniform", "uniform"):
+            raise ConfigError(f"--scheduler pbt: lr is searched as {lr.describe()}; PBT needs a range")
+        ranges["lr"] = (float(lr.args[0]), float(lr.args[1]))
+    for m in modalities:  # --set lr_mult.<m>=...: that encoder's multiplier stays fixed
+        if m not in cfg.lr_mult:
+            ranges[f"lr_mult.{m}"] = (low, high)
+    if not ranges:
+        raise ConfigError("--scheduler pbt: nothing left to mutate (lr and every lr_mult are fixed)")
+    if args.num_samples is not None and args.num_samples < 2:
+        raise ConfigError("--scheduler pbt: --num-samples is the population; it needs at least 2 members")
+    return interval, ranges
 
 
 def make_searcher(plan: SearchPlan):  # noqa: ANN201
@@ -507,6 +595,8 @@ def make_searcher(plan: SearchPlan):  # noqa: ANN201
     points = plan.space.method(plan.args.method).points[: plan.num_samples]
     if plan.args.points is not None:
         points = points[: plan.args.points]
+    # a known point under PBT starts every encoder at the global rate (lr_mult 1), as plain training
+    points = [{**dict(p), **{k: 1.0 for k in plan.pbt_ranges if k.startswith("lr_mult.")}} for p in points]
     if plan.searcher in ("random", "grid"):
         from ray.tune.search.basic_variant import BasicVariantGenerator
 
@@ -539,18 +629,27 @@ def make_searcher(plan: SearchPlan):  # noqa: ANN201
     return Repeater(searcher, repeat=len(plan.seeds), set_index=True)
 
 
-def make_scheduler(plan: SearchPlan):  # noqa: ANN201
+def make_scheduler(plan: SearchPlan) -> tuple[Any, list]:
+    """The trial scheduler (None, ASHA or PBT) and the callbacks it needs (PBT's state)."""
+    epochs = int(plan.base.get("epochs", 30))
     if plan.args.scheduler == "none":
-        return None
+        return None, []
+    if plan.args.scheduler == "pbt":
+        from miles_tune.pbt import make_pbt
+
+        scheduler, keep_state = make_pbt(
+            seed=plan.args.seed, epochs=epochs, interval=int(plan.pbt_interval or 1), ranges=plan.pbt_ranges
+        )
+        return scheduler, [keep_state]
     from ray.tune.schedulers import ASHAScheduler
 
-    epochs = int(plan.base.get("epochs", 30))
-    return ASHAScheduler(
+    asha = ASHAScheduler(
         time_attr="training_iteration",
         max_t=epochs,
         grace_period=min(plan.args.grace_period, epochs),
         reduction_factor=2,
     )
+    return asha, []
 
 
 def make_callbacks(plan: SearchPlan) -> list:
@@ -572,7 +671,8 @@ def make_callbacks(plan: SearchPlan) -> list:
     callbacks: list = [NoRetryOfDeterministicFailures(), *result_loggers()]
     if plan.tracking_uri is not None:
         callbacks.append(make_run_closer(plan.base, plan.name))
-    if plan.args.keep_checkpoints != "all":
+    # under PBT another member may restore from a finished trial's checkpoint: see finish_pbt_storage
+    if plan.args.keep_checkpoints != "all" and plan.pbt_interval is None:
         callbacks.append(make_checkpoint_pruner(plan))
     return callbacks
 
@@ -596,7 +696,25 @@ def result_loggers() -> list:
         def log_trial_end(self, trial, failed: bool = False) -> None:  # noqa: ANN001
             pass
 
-    return [CSVLoggerCallback(), JsonLoggerCallback(), NoTensorBoard()]
+    class KeepOwnFile:
+        """A trial Tune restarts in this driver (each PBT round pauses every member) keeps the
+        result file the driver has been appending to: Ray's loggers copy the storage's copy
+        over it, which is only as new as the last experiment snapshot, so rows were lost.
+        A resumed search (a new driver, no local file) still starts from the storage's copy."""
+
+        def _restore_from_remote(self, file_name: str, trial) -> None:  # noqa: ANN001
+            local = Path(trial.local_path, file_name)
+            if local.is_file() and local.stat().st_size > 0:
+                return
+            super()._restore_from_remote(file_name, trial)  # type: ignore[misc]
+
+    class CSVResults(KeepOwnFile, CSVLoggerCallback):
+        pass
+
+    class JsonResults(KeepOwnFile, JsonLoggerCallback):
+        pass
+
+    return [CSVResults(), JsonResults(), NoTensorBoard()]
 
 
 def make_checkpoint_pruner(plan: SearchPlan):  # noqa: ANN201 -> tune.Callback
@@ -690,7 +808,13 @@ def make_run_closer(base: dict[str, Any], search_name: str):  # noqa: ANN201 -> 
 
         def close(self, trial, status: str) -> None:  # noqa: ANN001
             from miles_tune.tracking import TrialRun
-            from miles_tune.trainable import end_tags, read_trial_checkpoint, run_spec, sampled_params
+            from miles_tune.trainable import (
+                donor_of,
+                end_tags,
+                read_trial_checkpoint,
+                run_spec,
+                sampled_params,
+            )
 
             last = trial.last_result or {}
             if FAILED_KEY in last:
@@ -701,7 +825,13 @@ def make_run_closer(base: dict[str, Any], search_name: str):  # noqa: ANN201 -> 
                 spec = run_spec(trial.config, trial.trial_id, str(trial), train_config, tags)
                 saved = read_trial_checkpoint(trial.checkpoint) if trial.checkpoint is not None else {}
                 history, summary = saved.get("history", []), saved.get("summary")
-                run = TrialRun(spec, run_id=saved.get("mlflow_run_id") or last.get("mlflow_run_id"))
+                donor = donor_of(saved, trial.trial_id)
+                run_id = None if donor else saved.get("mlflow_run_id")
+                if run_id is None and not donor and donor_of(last, trial.trial_id) is None:
+                    run_id = last.get("mlflow_run_id")  # (under PBT the last result may be a donor's)
+                run = TrialRun(spec, run_id=run_id)
+                if donor:  # PBT's exploit, then the search stopped: the run is the new lineage's
+                    run.continue_lineage(donor, len(history))
                 error = last.get(FAILED_KEY) or (trial_error(trial) if status == "FAILED" else None)
                 scheduler = spec.tags.get("scheduler")  # a trial that did not end itself was stopped
                 done = run.sync(
@@ -855,11 +985,33 @@ def run_search(plan: SearchPlan, extra_callbacks: list | None = None):  # noqa: 
             status = "FINISHED" if results.num_errors == 0 else "FAILED"
             if interrupted(results, plan):
                 status = "KILLED"  # --resume sets it RUNNING again
+            elif plan.pbt_interval is not None:
+                finish_pbt_storage(results, plan)
         finally:
             summary = export_results(results, plan) if results is not None else {}
             if parent_run_id is not None:
                 finish_parent(plan, parent_run_id, summary, status)
     return results
+
+
+def finish_pbt_storage(results, plan: SearchPlan) -> None:  # noqa: ANN001
+    """A finished PBT search's ``--keep-checkpoints``, applied once no member can restore from
+    another any more: the older checkpoints go, then what the pruner does per trial otherwise
+    (a trial that errored keeps its last checkpoint whole, for ``--resume``)."""
+    from miles_tune.pbt import sweep_older_checkpoints
+    from miles_tune.storage import remove_files
+    from miles_tune.trainable import BEST_MODEL_FILE, TRAINER_FILE
+
+    ended = [r for r in results if r.checkpoint is not None]
+    sweep_older_checkpoints([r.checkpoint for r in ended])
+    keep = plan.args.keep_checkpoints
+    if keep == "all":
+        return
+    best = best_result(results, plan) if keep == "best" else None
+    for result in ended:
+        if result.error is None:
+            weights = (TRAINER_FILE,) if result is best else (TRAINER_FILE, BEST_MODEL_FILE)
+            remove_files(result.checkpoint, weights)
 
 
 def search_tags(plan: SearchPlan) -> dict[str, str]:
@@ -907,6 +1059,11 @@ def parent_params(plan: SearchPlan) -> dict[str, str]:
     }
     if plan.args.from_best is not None:
         out["from_best"] = str(Path(plan.args.from_best).expanduser().resolve())
+    if plan.pbt_interval is not None:  # what PBT mutates, and how often
+        out["pbt.perturbation_interval"] = str(plan.pbt_interval)
+        for name, (low, high) in plan.pbt_ranges.items():
+            start = out.get(name) or f"loguniform({low}, {high})"
+            out[name] = f"{start}, mutated by PBT within [{low}, {high}]"
     return out
 
 
@@ -957,9 +1114,19 @@ def make_tuner(plan: SearchPlan, trainable, fixed: dict[str, Any], extra_callbac
     args = plan.args
     param_space = {k: p.to_tune() for k, p in plan.space.method(args.method).params.items()}
     param_space.update({k: tune.grid_search(v) for k, v in plan.grid.items()})
+    # PBT's multipliers start log-uniform over their range, drawn by the seeded searcher
+    for name, (low, high) in plan.pbt_ranges.items():
+        if name.startswith("lr_mult."):
+            param_space[name] = tune.loguniform(low, high)
     if plan.seeds and plan.searcher != "optuna":  # the Repeater gives Optuna's trials their seeds
         param_space["seed"] = tune.grid_search(plan.seeds)
     param_space["miles_tune"] = fixed
+    scheduler, scheduler_callbacks = make_scheduler(plan)
+    keep = 1  # while a trial runs; then --keep-checkpoints
+    if plan.pbt_interval is not None:
+        from miles_tune.pbt import checkpoints_to_keep
+
+        keep = checkpoints_to_keep(plan.pbt_interval)
     return tune.Tuner(
         trainable,
         param_space=param_space,
@@ -967,7 +1134,7 @@ def make_tuner(plan: SearchPlan, trainable, fixed: dict[str, Any], extra_callbac
             metric=plan.metric,
             mode="max",
             search_alg=make_searcher(plan),
-            scheduler=make_scheduler(plan),
+            scheduler=scheduler,
             num_samples=plan.tune_num_samples,
             max_concurrent_trials=args.max_concurrent or None,
             # one worker process per concurrent trial, for the whole search: imports, CUDA context
@@ -980,8 +1147,8 @@ def make_tuner(plan: SearchPlan, trainable, fixed: dict[str, Any], extra_callbac
             name=plan.name,
             storage_path=plan.storage,
             failure_config=tune.FailureConfig(max_failures=args.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),  # then --keep-checkpoints
-            callbacks=make_callbacks(plan) + list(extra_callbacks or []),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=keep),
+            callbacks=make_callbacks(plan) + scheduler_callbacks + list(extra_callbacks or []),
             verbose=args.verbose,
         ),
     )

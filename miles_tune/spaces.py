@@ -174,8 +174,11 @@ def trial_config(base: dict[str, Any], params: dict[str, Any]) -> TrainConfig:
         raise ConfigError(f"method_args must be a mapping, got {show(method_args)}")
     cfg = {**base, "method_args": dict(method_args)}
     for key, value in params.items():
+        head, dot, entry = key.partition(".")
         if key in fields:
             cfg[key] = value
+        elif dot and head == "lr_mult":  # one encoder's multiplier, as PBT mutates it: lr_mult.<m>
+            cfg["lr_mult"] = {**(cfg.get("lr_mult") or {}), entry: value}
         else:
             cfg["method_args"][key] = value
     return TrainConfig.from_dict(cfg)

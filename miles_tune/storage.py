@@ -10,6 +10,10 @@ summary, run id). Once a trial has finished, only what ``--keep-checkpoints`` as
 - ``all``: every finished trial's last checkpoint, as Tune left it;
 - ``none``: no weights at all.
 
+Under ``--scheduler pbt`` a running trial keeps ``interval + 3`` checkpoints (another member
+may restore from its round's checkpoint a few epochs later), and the search drops the older
+ones' weights when it ends (:mod:`miles_tune.pbt`).
+
 The small files always stay (a ``--resume`` brings MLflow up to date from them), and so does
 everything of a trial that errored: a ``--resume`` retries it from its ``trainer.pt``.
 """
@@ -37,6 +41,29 @@ def remove_files(checkpoint: Any, names: tuple[str, ...]) -> None:  # checkpoint
                 checkpoint.filesystem.delete_file(path)
         except Exception as exc:  # noqa: BLE001
             log.warning("cannot delete %s (%s)", path, str(exc).splitlines()[0] if str(exc) else exc)
+
+
+def older_checkpoints(checkpoint: Any) -> list[Any]:
+    """The other ``checkpoint_*`` folders beside a trial's checkpoint, on its file system, as
+    objects :func:`remove_files` takes; [] when the folder cannot be listed."""
+    from types import SimpleNamespace
+
+    import pyarrow.fs as pafs
+
+    fs, path = checkpoint.filesystem, checkpoint.path.rstrip("/")
+    parent = path.rsplit("/", 1)[0]
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(parent, allow_not_found=True))
+    except Exception as exc:  # noqa: BLE001
+        log.warning("cannot list %s (%s)", parent, str(exc).splitlines()[0] if str(exc) else exc)
+        return []
+    return [
+        SimpleNamespace(path=i.path, filesystem=fs)
+        for i in infos
+        if i.type == pafs.FileType.Directory
+        and i.base_name.startswith("checkpoint_")
+        and i.path.rstrip("/") != path
+    ]
 
 
 def storage_bytes(uri: str) -> int | None:

@@ -39,6 +39,10 @@ log = logging.getLogger("miles_tune.tracking")
 PARENT_TAG = "miles_tune.search"
 TRIAL_TAG = "miles_tune.trial_id"
 SYNCED_TAG = "miles_tune.synced"  # the run holds every epoch, its artifacts and its final status
+#: PBT: ``<donor trial id>@<epochs done>``, the member whose weights a trial's run continues
+LINEAGE_TAG = "pbt.lineage"
+#: PBT: on a trial's earlier run, retired when the trial took over another member's weights
+RETIRED_TAG = "pbt.retired_trial_id"
 MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch call
 #: MLflow's own defaults retry for about 4 minutes, 2 minutes per request: far too long to block a trial
 BOUNDED_HTTP = {
@@ -390,6 +394,53 @@ class TrialRun:
             )
             self.failures = 0
         return status is None or self.synced
+
+    def continue_lineage(self, donor: str, epochs_done: int) -> None:
+        """PBT's exploit: from here this trial trains on member ``donor``'s weights after its
+        epoch ``epochs_done``. The trial's run so far is retired (ended, tagged ``stopped_by``
+        pbt and :data:`RETIRED_TAG`, its trial tag removed, so the analysis does not count
+        it), and the trial's run becomes a new one that logs the donor's epochs first: each
+        trial's run holds how its final weights were trained, epoch by epoch, rates included.
+        A run of this very lineage (a restart after a crash) is kept. Never raises."""
+        from mlflow.entities import RunTag
+
+        lineage = f"{donor}@{epochs_done}"
+        spec = self.spec
+        spec.tags = {
+            **spec.tags,
+            LINEAGE_TAG: lineage,
+            "pbt.donor": donor,
+            "pbt.from_epoch": str(epochs_done),
+        }
+        self.run_id, self.logged_through, self.lr_lines, self.lr_params = None, None, set(), False
+        try:
+            c = client(spec.tracking_uri)
+            found = c.search_runs(
+                [spec.experiment_id],
+                filter_string=(
+                    f"tags.`{TRIAL_TAG}` = {quote(spec.trial_id)} "
+                    f"and tags.`mlflow.parentRunId` = {quote(spec.parent_run_id)}"
+                ),
+            )
+            for run in found:
+                if run.data.tags.get(LINEAGE_TAG) == lineage:
+                    self.run_id = run.info.run_id
+                    continue
+                retired = {
+                    RETIRED_TAG: spec.trial_id,
+                    "stopped_by": "pbt",
+                    "pbt.replaced_at": str(epochs_done),
+                }
+                c.log_batch(run.info.run_id, tags=[RunTag(k, v) for k, v in retired.items()])
+                c.delete_tag(run.info.run_id, TRIAL_TAG)
+                if run.info.status == "RUNNING":
+                    c.set_terminated(run.info.run_id, status="FINISHED")
+        except Exception as exc:
+            log.warning(
+                "MLflow: cannot retire the earlier run of trial %s (%s); training goes on",
+                spec.trial_id,
+                first_line(exc),
+            )
 
     def _log_epochs(self, c, records: list[EpochRecord]) -> None:  # noqa: ANN001
         selection, best = self.spec.selection, None

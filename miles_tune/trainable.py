@@ -181,7 +181,9 @@ def end_tags(summary: dict[str, Any] | None, records: list, scheduler: str | Non
 
 
 def read_trial_checkpoint(checkpoint) -> dict[str, Any]:  # noqa: ANN001
-    """What a trial checkpoint tells the driver: ``history`` (records), ``summary``, ``mlflow_run_id``."""
+    """What a trial checkpoint tells the driver: ``history`` (records), ``summary``,
+    ``mlflow_run_id`` and ``trial_id`` (whose it is: under PBT, another member's until the
+    trial that took it over has trained an epoch)."""
     from miles_tune.records import EpochRecord
     from miles_tune.train import read_history
 
@@ -196,7 +198,16 @@ def read_trial_checkpoint(checkpoint) -> dict[str, Any]:  # noqa: ANN001
             "history": history,
             "summary": json.loads((d / SUMMARY_FILE).read_text()) if (d / SUMMARY_FILE).exists() else None,
             "mlflow_run_id": trial.get("mlflow_run_id"),
+            "trial_id": trial.get("trial_id"),
         }
+
+
+def donor_of(saved: dict[str, Any], trial_id: str) -> str | None:
+    """The member whose checkpoint (or result) ``saved`` is, when not trial ``trial_id``'s own:
+    under PBT a trial restarts from another's checkpoint after an exploit. None for its own
+    (and for checkpoints written before they named their trial)."""
+    owner = saved.get("trial_id")
+    return str(owner) if owner is not None and owner != trial_id else None
 
 
 def model_bytes(model) -> bytes:  # noqa: ANN001
@@ -288,19 +299,24 @@ def train_trial(config: dict[str, Any]) -> None:
         cfg = trial_config(fixed["base"], sampled_params(config))
         cfg.device = pick_device()
         trainer = Trainer(cfg, data=held_dataset(cfg.dataset, **cfg.data))
-        run_id = None
+        run_id = donor = None
         checkpoint = tune.get_checkpoint()
         if checkpoint is not None:
             with checkpoint.as_directory() as d:
-                trainer.load_checkpoint(Path(d) / TRAINER_FILE)
-                run_id = json.loads((Path(d) / TRIAL_FILE).read_text()).get("mlflow_run_id")
+                saved = json.loads((Path(d) / TRIAL_FILE).read_text())
+                # another member's checkpoint: PBT's exploit (its rates are this trial's, rescaled)
+                donor = donor_of(saved, ctx.get_trial_id())
+                trainer.load_checkpoint(Path(d) / TRAINER_FILE, retune=donor is not None)
+                run_id = None if donor else saved.get("mlflow_run_id")
                 if (Path(d) / BEST_MODEL_FILE).exists():
                     best_weights = (Path(d) / BEST_MODEL_FILE).read_bytes()
         where = {"device": cfg.device, **placement()}
         if fixed.get("tracking"):
             spec = run_spec(config, ctx.get_trial_id(), ctx.get_trial_name(), cfg.to_dict(), where)
             run = TrialRun(spec, run_id=run_id)
-            run.sync(trainer.history)  # epochs a crash kept out of MLflow
+            if donor:  # the run records this lineage from its first epoch: the member's earlier one retires
+                run.continue_lineage(donor, trainer.epoch)
+            run.sync(trainer.history)  # epochs a crash kept out of MLflow (after an exploit: the donor's)
         wants_samples = run is not None and system_metrics.resolve(
             fixed.get("system_metrics"), cfg.device == "cuda"
         )
@@ -327,7 +343,9 @@ def train_trial(config: dict[str, Any]) -> None:
                     (Path(d) / BEST_MODEL_FILE).write_bytes(best_weights)
                 (Path(d) / HISTORY_FILE).write_text(json.dumps([r.flat() for r in trainer.history]))
                 (Path(d) / SUMMARY_FILE).write_text(json.dumps(trainer.summary(), default=str))
-                (Path(d) / TRIAL_FILE).write_text(json.dumps({"mlflow_run_id": run.run_id if run else None}))
+                (Path(d) / TRIAL_FILE).write_text(
+                    json.dumps({"mlflow_run_id": run.run_id if run else None, "trial_id": ctx.get_trial_id()})
+                )
                 if run is not None and run.run_id is not None:
                     metrics["mlflow_run_id"] = run.run_id
                 metrics["reported_at"] = time.time()

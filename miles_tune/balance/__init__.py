@@ -46,6 +46,23 @@ def check_step_decay(method: str, lr_step_size: int | None) -> None:
         )
 
 
+def check_lr_mult(method: str, lr_mult: dict[str, float], modalities: tuple[str, ...] | list[str]) -> None:
+    """Refuse ``lr_mult`` for a modality the data lacks, or with a method whose encoders' rates
+    come from its own settings (``own_encoder_lrs``: MSLR), where it would be overwritten."""
+    from miles_tune.errors import ConfigError
+
+    unknown = sorted(set(lr_mult) - set(modalities))
+    if unknown:
+        raise ConfigError(
+            f"lr_mult.{unknown[0]}: not a modality of this dataset (its modalities: {', '.join(modalities)})"
+        )
+    if lr_mult and METHODS.get(method).own_encoder_lrs:
+        raise ConfigError(
+            f"lr_mult: {method} sets each encoder's learning rate from its own settings, which would "
+            "overwrite the multipliers; drop lr_mult for it"
+        )
+
+
 def check_task(method: str, task: str) -> None:
     """Refuse a task the method is not defined for (its ``tasks``), saying which it is."""
     from miles_tune.errors import ConfigError

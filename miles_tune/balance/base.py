@@ -13,6 +13,9 @@ hook                           used by (now or later)
 ``sets_lrs``                   (attribute) the method sets learning rates itself after
                                the start (MILES, MSLR): a step decay (``lr_step_size``)
                                would be overwritten, so the loop refuses the pair
+``own_encoder_lrs``            (attribute) the encoders' rates come from the method's
+                               own settings (MSLR's unimodal rates), not ``lr × lr_mult``:
+                               the loop refuses ``lr_mult`` (and the search PBT) for it
 ``attach``                     keep the model, optimizer and :class:`RunContext`; set
                                initial rates, build schedulers (MILES, MSLR); refuse
                                what needs the model to judge (OGM)
@@ -292,6 +295,7 @@ class BalancingMethod:
     train_holdout: float = 0.0
     #: True when the method sets group learning rates during training (see the hook table)
     sets_lrs: ClassVar[bool] = False
+    own_encoder_lrs: ClassVar[bool] = False
     #: the tasks the method is defined for (see the hook table)
     tasks: ClassVar[tuple[str, ...]] = ("multiclass", "multilabel")
     #: the argument through which a study hands the method its unimodal searches, as

@@ -164,6 +164,7 @@ class _MSLR(BalancingMethod):
 
     name = "mslr"
     sets_lrs = True
+    own_encoder_lrs = True  # the unimodal rates, whatever lr and lr_mult say
     from_unimodal = "unimodal_lrs"
     until_unimodal = {"allow_placeholder_lrs": True}  # the space's placeholder rates, at plan time
 

@@ -37,7 +37,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
-from miles_tune.balance import BalancingMethod, EpochEvaluation, check_step_decay, check_task, create_method
+from miles_tune.balance import (
+    BalancingMethod,
+    EpochEvaluation,
+    check_lr_mult,
+    check_step_decay,
+    check_task,
+    create_method,
+)
 from miles_tune.balance.base import RunContext, TrainStep
 from miles_tune.balance.miles import conditional_utilization, imbalance
 from miles_tune.config import TrainConfig
@@ -60,6 +67,9 @@ from miles_tune.records import (
 CHECKPOINT_VERSION = 2  # 2: RNG states as tensors and plain containers (read with weights_only)
 # settings a resumed run may change without changing its results
 RESUMABLE_CHANGES = {"epochs", "device", "num_workers", "eval_batch_size", "data_on_device"}
+#: what ``load_state_dict(..., retune=True)`` may also change: the rates PBT mutates when a
+#: member takes over another's checkpoint (the loaded optimizer's rates are then rescaled)
+RETUNABLE_CHANGES = {"lr", "lr_mult"}
 #: splits larger than this (bytes, as model input) stay on the host with data_on_device=None
 DEVICE_DATA_LIMIT = 6 * 2**30  # LUMA at the paper's settings: 4.9 GB; CREMA-D at 224 px: far more
 
@@ -422,6 +432,7 @@ class Trainer:
         check_metric(self.metric, self.data.task)
         self.method.check(self.data.modalities, config.fusion)
         check_task(config.method, self.data.task)
+        check_lr_mult(config.method, config.lr_mult, self.data.modalities)
         self.device = resolve_device(config.device)
 
         train_split, holdout = split_holdout(self.data.train, self.method.train_holdout, config.seed)
@@ -439,6 +450,9 @@ class Trainer:
         if self.memory_format is not None:  # only 4-D tensors (conv weights) change layout
             self.model = self.model.to(memory_format=self.memory_format)
         groups = self.method.param_groups(self.model, config.lr, config.heads_with_encoders)
+        for group in groups:  # before attach: a method's own scaling (MILES's μ) applies on top
+            if "modality" in group:
+                group["lr"] *= config.lr_mult.get(group["modality"], 1.0)
         self.optimizer = build_optimizer(groups, config)
         self.loss_fn = loss_function(self.data.task)
         self.context = self.build_context()
@@ -686,25 +700,45 @@ class Trainer:
             "rng": rng_state(),
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any], *, retune: bool = False) -> None:
+        """Resume exactly from ``state``. With ``retune`` (PBT's exploit), ``lr`` and ``lr_mult``
+        may differ from the checkpoint's: every rate the checkpoint's optimizer and method hold
+        is rescaled by new/old (the global ratio, times the encoder's multiplier ratio), so a
+        schedule in progress (MILES's μ, a step decay) carries on at the new rates."""
         if state.get("version") != CHECKPOINT_VERSION:
             found = state.get("version")
             raise CheckpointError(f"checkpoint version {found}: this miles_tune reads {CHECKPOINT_VERSION}")
         saved, current = state["config"], self.config.to_dict()
         defaults = TrainConfig().to_dict()  # a setting added since the checkpoint was written had its default
+        allowed = RESUMABLE_CHANGES | (RETUNABLE_CHANGES if retune else set())
         changed = sorted(
-            k for k in current if k not in RESUMABLE_CHANGES and saved.get(k, defaults.get(k)) != current[k]
+            k for k in current if k not in allowed and saved.get(k, defaults.get(k)) != current[k]
         )
         if changed:
             raise CheckpointError(f"checkpoint was written with a different config; differs in {changed}")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.method.load_state_dict(state["method"])
+        if retune:
+            self.rescale_rates(float(saved["lr"]), saved.get("lr_mult") or {})
         self.epoch = int(state["epoch"])
         self.history = [EpochRecord.from_flat(r) for r in state["history"]]
         self.best_epoch, self.best_value = state["best_epoch"], state["best_value"]
         self.stopped_early = bool(state["stopped_early"])
         set_rng_state(state["rng"])
+
+    def rescale_rates(self, old_lr: float, old_mult: Mapping[str, float]) -> None:
+        """Every group's rate (and ``initial_lr``, the base a method's multiplier applies to)
+        × the new/old ratio of ``lr``, and of ``lr_mult`` for an encoder's group."""
+        cfg = self.config
+        for group in self.optimizer.param_groups:
+            ratio = cfg.lr / old_lr
+            modality = group.get("modality")
+            if modality is not None:
+                ratio *= cfg.lr_mult.get(modality, 1.0) / float(old_mult.get(modality, 1.0))
+            for key in ("lr", "initial_lr"):
+                if key in group:
+                    group[key] *= ratio
 
     def save_checkpoint(self, path: str | os.PathLike) -> None:
         """Atomic write: a crash mid-save never leaves a truncated checkpoint behind."""
@@ -714,12 +748,12 @@ class Trainer:
         torch.save(self.state_dict(), tmp)
         os.replace(tmp, path)
 
-    def load_checkpoint(self, path: str | os.PathLike) -> None:
+    def load_checkpoint(self, path: str | os.PathLike, *, retune: bool = False) -> None:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no checkpoint at {path}")
         try:
-            self.load_state_dict(read_checkpoint(path, self.device))
+            self.load_state_dict(read_checkpoint(path, self.device), retune=retune)
         except CheckpointError as exc:
             message = str(exc)
             raise CheckpointError(message if str(path) in message else f"{path}: {message}") from None
