@@ -485,6 +485,8 @@ def plan_search(argv: list[str] | None = None) -> SearchPlan:
     if args.points is not None and args.points < 0:
         raise ConfigError(f"--points must be >= 0, got {args.points}")
     variant = check_name(args.variant, "--variant") if args.variant is not None else ""
+    if args.scheduler == "pbt" and not variant:  # a learned schedule is its own row in the tables
+        variant = "pbt"
     if variant and args.method == "unimodal":
         raise ConfigError("--variant: the unimodal references have no variants; drop --variant")
     from miles_tune.balance import METHODS

@@ -253,3 +253,29 @@ def test_a_resumed_pbt_search_ends_exactly_where_an_uninterrupted_one_does(unint
                                          "checkpoint_dir_name", "should_checkpoint", "logdir",
                                          "miles_tune/closes_run"))]  # fmt: skip
         pd.testing.assert_frame_equal(rows[columns], cut[member][columns], check_dtype=False, obj=member)
+
+
+def test_the_analysis_draws_the_best_members_learned_schedule(uninterrupted, tmp_path) -> None:
+    """A PBT search is its own row (``vanilla-pbt``); ``pbt_schedule`` plots its best member's
+    rates from the member's run (its lineage), each encoder's ÷ the fusion rate."""
+    from miles_tune.analysis.report import Inputs, write_report
+    from miles_tune.analysis.trials import load_mlflow
+
+    plan = uninterrupted.plan
+    assert plan.variant == "pbt"
+    trials = load_mlflow(plan.tracking_uri, ["miles_tune"])
+    assert set(trials["method"]) == {"vanilla-pbt"} and len(trials) == POPULATION  # retired runs not counted
+    done = write_report(Inputs(trials, tracking_uri=plan.tracking_uri), tmp_path, ["pbt_schedule"])
+    png, csv = done["pbt_schedule"]
+    assert png.stat().st_size > 10_000
+    schedule = pd.read_csv(csv)
+    best = next(r for r in uninterrupted.results if r.metrics["trial_id"] == plan_best(plan))
+    last = schedule[schedule["epoch"] == EPOCHS - 1].set_index("modality")["relative"]
+    for m in ("fast", "slow"):
+        assert last[m] == pytest.approx(best.config[f"lr_mult.{m}"])
+
+
+def plan_best(plan) -> str:  # noqa: ANN001
+    import yaml
+
+    return yaml.safe_load((plan.results_dir / "best_config.yaml").read_text())["best_trial"]

@@ -63,3 +63,63 @@ def write_dynamics(
     utilisation_figure(trace).savefig(path_png, dpi=DPI)
     _frame(trace).to_csv(path_csv, index=False)
     return path_png, path_csv
+
+
+def schedule_frame(runs: dict[str, list[EpochRecord]]) -> pd.DataFrame:
+    """Each encoder's rate relative to the fusion group's, per epoch, for each labelled run
+    (``run``, ``epoch``, ``modality``, ``lr``, ``fusion_lr``, ``relative``): MILES's μ steps
+    and a PBT member's learned ``lr_mult`` read on one scale."""
+    import pandas as pd
+
+    rows = []
+    for label, records in runs.items():
+        for record in records:
+            fusion = _float_or_nan(record.lr.get("fusion"))
+            for group, value in record.lr.items():
+                if group in ("fusion", "heads") or group.startswith("head_"):
+                    continue
+                rate = _float_or_nan(value)
+                relative = rate / fusion if fusion and fusion == fusion else float("nan")
+                rows.append(
+                    {"run": label, "epoch": record.epoch, "modality": group, "lr": rate,
+                     "fusion_lr": fusion, "relative": relative}
+                )  # fmt: skip
+    columns = ["run", "epoch", "modality", "lr", "fusion_lr", "relative"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def write_schedule(runs: dict[str, list[EpochRecord]], path_png: Path, *, title: str) -> tuple[Path, Path]:
+    """One panel per modality: the encoder's rate ÷ the fusion rate per epoch, one line per run
+    (log scale); the numbers in the ``.csv`` beside it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    path_png = Path(path_png)
+    path_png.parent.mkdir(parents=True, exist_ok=True)
+    frame = schedule_frame(runs)
+    modalities = list(dict.fromkeys(frame["modality"]))
+    fig = Figure(figsize=(4.2 * max(1, len(modalities)), 3.4), layout="constrained")
+    axes = fig.subplots(1, max(1, len(modalities)), squeeze=False)[0]
+    for ax, modality in zip(axes, modalities, strict=False):
+        for label, rows in frame[frame["modality"] == modality].groupby("run", sort=False):
+            ax.step(rows["epoch"], rows["relative"], where="post", marker="o", markersize=3, label=label)
+        ax.set_yscale("log")
+        ax.set_title(f"{modality} encoder")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("rate ÷ fusion rate")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.savefig(path_png, dpi=DPI)
+    path_csv = path_png.with_suffix(".csv")
+    frame.to_csv(path_csv, index=False)
+    return path_png, path_csv
+
+
+def _float_or_nan(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")

@@ -98,6 +98,31 @@ def write_dynamics(inputs: Inputs, out: Path) -> list[Path]:
     return [png, csv]
 
 
+def write_pbt_schedule(inputs: Inputs, out: Path) -> list[Path]:
+    """The best PBT member's learned schedule next to the best MILES model's (first dataset
+    and fusion that has a ``*-pbt`` row)."""
+    from miles_tune.analysis.dynamics import write_schedule
+    from miles_tune.analysis.select import select
+    from miles_tune.analysis.trials import load_history
+
+    selected = select(inputs.trials) if len(inputs.trials) else []
+    pbt = [s for s in selected if str(s.key["method"]).endswith("-pbt")]
+    if not pbt:
+        raise Skipped("no PBT search (python -m miles_tune.search --scheduler pbt)")
+    sel = pbt[0]
+    where = {k: v for k, v in sel.key.items() if k != "method"}
+    same = [s for s in selected if all(s.key[k] == v for k, v in where.items())]
+    chosen_runs = [(f"{sel.key['method']} (best member)", sel)]
+    chosen_runs += [("miles (best model)", s) for s in same if s.key["method"] == "miles"][:1]
+    runs = {}
+    for label, chosen in chosen_runs:
+        trial = chosen.trials.sort_values("seed").iloc[0].to_dict()
+        runs[label] = load_history(trial, tracking_uri=inputs.tracking_uri, exports=inputs.exports)
+    title = "each encoder's rate ÷ the fusion rate: " + " · ".join(str(v) for v in where.values())
+    png, csv = write_schedule(runs, out / "pbt_schedule.png", title=title)
+    return [png, csv]
+
+
 def write_diagnostics(inputs: Inputs, out: Path) -> list[Path]:
     from miles_tune.analysis.diagnostics import write_diagnostics as draw
 
@@ -182,6 +207,11 @@ def artefacts() -> list[Artefact]:
             "dynamics",
             "per epoch: u, δ with τ, every learning rate and each head's validation metric (Fig. 2)",
             write_dynamics,
+        ),
+        Artefact(
+            "pbt_schedule",
+            "the learned schedule of the best PBT member (--scheduler pbt) next to MILES's rule",
+            write_pbt_schedule,
         ),
         Artefact(
             "diagnostics",
