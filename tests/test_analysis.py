@@ -272,7 +272,11 @@ def test_report_writes_every_artefact_and_an_index(study, tmp_path) -> None:
         "diagnostics_vanilla.png",
     ]  # fmt: skip
     index = (out / "index.md").read_text()
-    assert "Skipped" not in index and "[main.md](main.md)" in index
+    assert "[main.md](main.md)" in index
+    # this study ran no PBT search: its artefact, and only it, is skipped, saying why
+    skipped = [line for line in index.splitlines() if ": skipped, " in line]
+    why = "no PBT search (python -m miles_tune.search --scheduler pbt)"
+    assert skipped == [f"- **pbt_schedule**: skipped, {why}"]
 
 
 def test_one_artefact_alone_and_what_is_skipped(study, tmp_path) -> None:
