@@ -112,11 +112,12 @@ class SeededPBT(PopulationBasedTraining):
 
     def on_trial_add(self, tune_controller, trial: Trial) -> None:  # noqa: ANN001
         self._seeded(super().on_trial_add, tune_controller, trial)
-        saved = self._restored.pop(trial.trial_id, None)
-        if saved is not None:
-            state = self._trial_state[trial]
-            for key, value in saved.items():
-                setattr(state, key, value)
+        self._apply_saved(trial)
+
+    def _apply_saved(self, trial: Trial) -> None:
+        """A restored trial's round times, score and tag, from :meth:`restore`."""
+        for key, value in self._restored.pop(trial.trial_id, {}).items():
+            setattr(self._trial_state[trial], key, value)
 
     def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:  # noqa: ANN001
         if result.get(self._time_attr, 0) >= self.final_time:
@@ -165,9 +166,8 @@ class SeededPBT(PopulationBasedTraining):
         self._num_perturbations = snapshot["num_perturbations"]
         self.exploits = list(snapshot["exploits"])
         self._restored = dict(snapshot["trials"])
-        for trial, state in self._trial_state.items():  # trials Tune added already
-            for key, value in self._restored.pop(trial.trial_id, {}).items():
-                setattr(state, key, value)
+        for trial in list(self._trial_state):  # trials Tune added already
+            self._apply_saved(trial)
 
 
 class KeepPBTState(tune.Callback):

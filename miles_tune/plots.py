@@ -96,7 +96,8 @@ def series_style(name: str, colours: dict[str, str]) -> dict[str, str]:
     return {"color": OTHER_COLOUR, "linestyle": "-."}
 
 
-def _float(value: Any) -> float:
+def as_float(value: Any) -> float:
+    """``float(value)``, NaN for what is not a number (a missing rate or metric)."""
     try:
         return float(value)
     except (TypeError, ValueError):
@@ -166,7 +167,7 @@ def utilisation_trace(
     are NaN. ``title`` and ``tau`` are carried for the figure.
     """
     val = [r.metrics.get("val", {}) for r in records]
-    lr = {g: [_float(r.lr.get(g)) for r in records] for g in _keys(r.lr for r in records)}
+    lr = {g: [as_float(r.lr.get(g)) for r in records] for g in _keys(r.lr for r in records)}
     if base_lr is not None:
         ref = {g: float(base_lr) for g in lr}
     else:
@@ -175,8 +176,8 @@ def utilisation_trace(
     return {
         "epoch": [r.epoch for r in records],
         "modalities": _modalities(records),
-        "u": {m: [_float(r.u.get(m)) for r in records] for m in _keys(r.u for r in records)},
-        "delta": [_float(r.delta) for r in records],
+        "u": {m: [as_float(r.u.get(m)) for r in records] for m in _keys(r.u for r in records)},
+        "delta": [as_float(r.delta) for r in records],
         "tau": None if tau is None else float(tau),
         "lr": lr,
         "base_lr": None if base_lr is None else float(base_lr),
@@ -184,7 +185,7 @@ def utilisation_trace(
         "lr_mult": lr_mult,
         "lr_bundles": lr_bundles(lr_mult),
         "val": {
-            h: [_float(v.get(h, {}).get(metric)) for v in val]
+            h: [as_float(v.get(h, {}).get(metric)) for v in val]
             for h in _keys(val)
             if ablation_heads or is_main_head(h)
         },
@@ -235,7 +236,7 @@ def utilisation_figure(trace: dict[str, Any]):  # -> matplotlib.figure.Figure
     if tau is not None:
         ax_u.axhline(tau, color=TAU_COLOUR, ls=":", lw=1.5, label=f"τ = {tau:.3g}", gid="tau")
         if x:  # where δ > τ (MILES acts on the next epoch)
-            d = [_float(v) for v in trace["delta"]]
+            d = [as_float(v) for v in trace["delta"]]
             over = [math.isfinite(v) and v > tau for v in d]
             ax_u.fill_between(x, d, tau, where=over, interpolate=True, color=TAU_COLOUR, alpha=0.15, lw=0)
     ax_u.set_ylabel("utilisation u, imbalance δ")

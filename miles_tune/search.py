@@ -444,10 +444,11 @@ def plan_search(argv: list[str] | None = None) -> SearchPlan:
 
     found = probe_dataset(cfg.dataset, **cfg.data)
     check_metric(cfg.metric or found.default_metric, found.task)
-    from miles_tune.balance import check_task, create_method
+    from miles_tune.balance import check_lr_mult, check_task, create_method
 
     create_method(cfg.method, **cfg.method_args).check(found.modalities, cfg.fusion)
     check_task(cfg.method, found.task)
+    check_lr_mult(cfg.method, cfg.lr_mult, found.modalities)
 
     pbt_interval, pbt_ranges = None, {}
     if args.scheduler == "pbt":

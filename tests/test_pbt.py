@@ -61,6 +61,7 @@ def test_pbt_plans_random_search_over_lr_and_each_encoders_multiplier(tmp_path) 
         (["--lr-mult-range", "1,0.1"], "need 0 < LOW < HIGH"),
         (["--lr-mult-range", "a"], "expected LOW,HIGH"),
         (["--num-samples", "1"], "at least 2 members"),
+        (["--set", "lr_mult.audio=2"], "lr_mult.audio: not a modality"),
         (
             ["--set", "lr=0.001", "--set", "lr_mult.fast=1", "--set", "lr_mult.slow=1"],
             "nothing left to mutate",

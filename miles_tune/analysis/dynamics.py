@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from miles_tune.plots import utilisation_figure, utilisation_trace
+from miles_tune.plots import as_float, utilisation_figure, utilisation_trace
 from miles_tune.records import EpochRecord, metric_key
 
 if TYPE_CHECKING:
@@ -74,11 +74,11 @@ def schedule_frame(runs: dict[str, list[EpochRecord]]) -> pd.DataFrame:
     rows = []
     for label, records in runs.items():
         for record in records:
-            fusion = _float_or_nan(record.lr.get("fusion"))
+            fusion = as_float(record.lr.get("fusion"))
             for group, value in record.lr.items():
                 if group in ("fusion", "heads") or group.startswith("head_"):
                     continue
-                rate = _float_or_nan(value)
+                rate = as_float(value)
                 relative = rate / fusion if fusion and fusion == fusion else float("nan")
                 rows.append(
                     {"run": label, "epoch": record.epoch, "modality": group, "lr": rate,
@@ -116,10 +116,3 @@ def write_schedule(runs: dict[str, list[EpochRecord]], path_png: Path, *, title:
     path_csv = path_png.with_suffix(".csv")
     frame.to_csv(path_csv, index=False)
     return path_png, path_csv
-
-
-def _float_or_nan(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return float("nan")
