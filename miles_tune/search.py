@@ -27,11 +27,13 @@ the search in the MLflow UI.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime as dt
 import itertools
 import logging
 import math
+import os
 import re
 import secrets
 import sys
@@ -45,7 +47,7 @@ from miles_tune.cli import apply_overrides, check_config, parse_value
 from miles_tune.config import SEED_LIMIT, TrainConfig
 from miles_tune.errors import ConfigError
 from miles_tune.spaces import SearchSpace, load_search_space, trial_config
-from miles_tune.storage import KEEP_CHECKPOINTS
+from miles_tune.storage import KEEP_CHECKPOINTS, drop_superseded
 from miles_tune.value_types import show
 
 log = logging.getLogger("miles_tune.search")
@@ -675,8 +677,10 @@ def make_callbacks(plan: SearchPlan) -> list:
     if plan.tracking_uri is not None:
         callbacks.append(make_run_closer(plan.base, plan.name))
     # under PBT another member may restore from a finished trial's checkpoint: see finish_pbt_storage
-    if plan.args.keep_checkpoints != "all" and plan.pbt_interval is None:
-        callbacks.append(make_checkpoint_pruner(plan))
+    if plan.pbt_interval is None:
+        callbacks.append(make_superseded_dropper())
+        if plan.args.keep_checkpoints != "all":
+            callbacks.append(make_checkpoint_pruner(plan))
     return callbacks
 
 
@@ -756,6 +760,54 @@ def make_checkpoint_pruner(plan: SearchPlan):  # noqa: ANN201 -> tune.Callback
                     self.pruned.add(t.trial_id)
 
     return PruneCheckpoints()
+
+
+def make_superseded_dropper():  # noqa: ANN201 -> tune.Callback
+    """Each trial's older checkpoints, dropped once the experiment state on storage names a newer
+    one (:mod:`miles_tune.storage`), so that Tune need not keep ``num_to_keep=1`` itself."""
+    from ray import tune
+
+    from miles_tune.storage import SNAPSHOT_KEY, drop_superseded, landed_snapshot
+
+    class DropSupersededCheckpoints(tune.Callback):
+        """Numbers Tune's experiment snapshots (its state is saved with each) and notes each trial's
+        newest checkpoint at each. When the storage shows a snapshot newer than the one it showed
+        last time, the upload that carried that earlier one has ended (Tune uploads one snapshot
+        at a time, in order), so the state there names at least that snapshot's checkpoints:
+        the older ones can go. Holds plain data only (Tune pickles it with the experiment)."""
+
+        def __init__(self) -> None:
+            self.snapshot = 0  # the last snapshot numbered
+            self.landed = 0  # the newest snapshot seen on storage
+            self.latest: dict[str, Any] = {}  # trial id -> its newest checkpoint
+            self.marks: dict[int, dict[str, Any]] = {}  # snapshot -> trial id -> newest checkpoint then
+            self.where: tuple[Any, str] | None = None  # the experiment folder: (file system, path)
+
+        def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):  # noqa: ANN001
+            self.latest[trial.trial_id] = checkpoint
+            if self.where is None:
+                self.where = (trial.storage.storage_filesystem, trial.storage.experiment_fs_path)
+
+        def get_state(self) -> dict[str, int]:  # Tune calls it while it writes each snapshot
+            self.snapshot += 1
+            self.marks[self.snapshot] = dict(self.latest)
+            if self.where is not None:
+                self.drop()
+            return {SNAPSHOT_KEY: self.snapshot}
+
+        def set_state(self, state: dict[str, int]) -> None:
+            self.snapshot = self.landed = int(state.get(SNAPSHOT_KEY, 0))
+
+        def drop(self) -> None:
+            on_storage = landed_snapshot(*self.where)
+            if on_storage <= self.landed:
+                return
+            for checkpoint in self.marks.get(self.landed, {}).values():
+                drop_superseded(checkpoint)
+            self.landed = on_storage
+            self.marks = {n: m for n, m in self.marks.items() if n >= on_storage}
+
+    return DropSupersededCheckpoints()
 
 
 def make_run_closer(base: dict[str, Any], search_name: str):  # noqa: ANN201 -> tune.Callback
@@ -984,17 +1036,46 @@ def run_search(plan: SearchPlan, extra_callbacks: list | None = None):  # noqa: 
                 tuner = tune.Tuner.restore(experiment_path, trainable=trainable, resume_errored=True)
             else:
                 tuner = make_tuner(plan, trainable, fixed, extra_callbacks)
-            results = tuner.fit()
+            with tune_settings(plan):
+                results = tuner.fit()
             status = "FINISHED" if results.num_errors == 0 else "FAILED"
             if interrupted(results, plan):
                 status = "KILLED"  # --resume sets it RUNNING again
             elif plan.pbt_interval is not None:
                 finish_pbt_storage(results, plan)
+            else:  # what the last snapshots had not let go yet
+                for result in results:
+                    if result.checkpoint is not None:
+                        drop_superseded(result.checkpoint)
         finally:
             summary = export_results(results, plan) if results is not None else {}
             if parent_run_id is not None:
                 finish_parent(plan, parent_run_id, summary, status)
     return results
+
+
+@contextlib.contextmanager
+def tune_settings(plan: SearchPlan):  # noqa: ANN201
+    """Tune's settings read from the environment, for the length of ``fit()`` (a value the user
+    set wins): snapshots of the experiment state every :data:`~miles_tune.storage.SNAPSHOT_PERIOD_S`
+    (DropSupersededCheckpoints waits for them), and a trial's list of checkpoints without the
+    metrics of each (every snapshot holds that list, and no one reads those metrics)."""
+    from miles_tune.storage import SNAPSHOT_PERIOD_S
+
+    if plan.pbt_interval is not None:  # PBT keeps interval + 3 checkpoints, by Tune (miles_tune.pbt)
+        yield
+        return
+    wanted = {
+        "TUNE_GLOBAL_CHECKPOINT_S": str(SNAPSHOT_PERIOD_S),
+        "TUNE_ONLY_STORE_CHECKPOINT_SCORE_ATTRIBUTE": "1",
+    }
+    added = [k for k in wanted if k not in os.environ]
+    os.environ.update({k: wanted[k] for k in added})
+    try:
+        yield
+    finally:
+        for k in added:
+            os.environ.pop(k, None)
 
 
 def finish_pbt_storage(results, plan: SearchPlan) -> None:  # noqa: ANN001
@@ -1125,7 +1206,7 @@ def make_tuner(plan: SearchPlan, trainable, fixed: dict[str, Any], extra_callbac
         param_space["seed"] = tune.grid_search(plan.seeds)
     param_space["miles_tune"] = fixed
     scheduler, scheduler_callbacks = make_scheduler(plan)
-    keep = 1  # while a trial runs; then --keep-checkpoints
+    keep = None  # while a trial runs: DropSupersededCheckpoints; then --keep-checkpoints
     if plan.pbt_interval is not None:
         from miles_tune.pbt import checkpoints_to_keep
 

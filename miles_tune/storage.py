@@ -1,9 +1,13 @@
 """What a search keeps in its storage folder (local, NFS, S3 or GCS): ``--keep-checkpoints``.
 
-While a trial runs, Tune keeps its latest checkpoint only (``num_to_keep=1``): the trainer
-state a retry resumes from (``trainer.pt``: weights, optimizer, method, RNG states), the best
-epoch's weights so far (``best_model.pt``) and the small files the driver reads (history,
-summary, run id). Once a trial has finished, only what ``--keep-checkpoints`` asks for stays:
+A checkpoint holds the trainer state a retry resumes from (``trainer.pt``: weights, optimizer,
+method, RNG states), the best epoch's weights so far (``best_model.pt``) and the small files the
+driver reads (history, summary, run id). While a trial runs, its latest checkpoint stays, and an
+older one goes as soon as the experiment state on storage (what ``--resume`` reads) names a
+newer one: a few seconds later (:data:`SNAPSHOT_PERIOD_S`; ``search.make_superseded_dropper``).
+Tune's own way, ``num_to_keep=1``, rewrote and uploaded the whole experiment state after every
+checkpoint of every trial, the driver's largest cost, which grew with the number of trials.
+Once a trial has finished, only what ``--keep-checkpoints`` asks for stays:
 
 - ``best`` (default): the best trial's ``best_model.pt`` (its best epoch's weights, by the
   rule that picks ``best_config.yaml``); every other ``.pt`` goes;
@@ -27,6 +31,10 @@ log = logging.getLogger("miles_tune.storage")
 
 
 KEEP_CHECKPOINTS = ("best", "all", "none")
+
+#: how often Tune writes and uploads the experiment state (``TUNE_GLOBAL_CHECKPOINT_S``; a value
+#: the user sets wins): a superseded checkpoint lives about two periods
+SNAPSHOT_PERIOD_S = 2.0
 
 
 def remove_files(checkpoint: Any, names: tuple[str, ...]) -> None:  # checkpoint: ray.tune.Checkpoint
@@ -64,6 +72,53 @@ def older_checkpoints(checkpoint: Any) -> list[Any]:
         and i.base_name.startswith("checkpoint_")
         and i.path.rstrip("/") != path
     ]
+
+
+def drop_superseded(checkpoint: Any) -> int:
+    """Delete, whole, the ``checkpoint_*`` folders a trial wrote before ``checkpoint`` (Tune names
+    them ``checkpoint_000012``, so names sort as they were written); newer ones stay. Returns how
+    many went. Failures are logged, never raised."""
+    own = checkpoint.path.rstrip("/").rsplit("/", 1)[-1]
+    dropped = 0
+    for old in older_checkpoints(checkpoint):
+        if old.path.rstrip("/").rsplit("/", 1)[-1] < own:
+            try:
+                old.filesystem.delete_dir(old.path)
+                dropped += 1
+            except Exception as exc:  # noqa: BLE001
+                log.warning("cannot delete %s (%s)", old.path, str(exc).splitlines()[0] if str(exc) else exc)
+    return dropped
+
+
+#: the key under which :class:`~miles_tune.search` 's checkpoint dropper numbers Tune's experiment
+#: snapshots (its callback state, saved with each snapshot)
+SNAPSHOT_KEY = "miles_tune.snapshot"
+
+
+def landed_snapshot(filesystem: Any, experiment_path: str) -> int:
+    """The highest snapshot number in the callback states Tune has uploaded to the experiment's
+    folder on storage (``callback-states-<session>.pkl``, one per session); 0 when none is readable."""
+    import pickle
+
+    import pyarrow.fs as pafs
+
+    try:
+        infos = filesystem.get_file_info(pafs.FileSelector(experiment_path, allow_not_found=True))
+    except Exception:  # noqa: BLE001
+        return 0
+    highest = 0
+    for info in infos:
+        if not (info.base_name.startswith("callback-states-") and info.base_name.endswith(".pkl")):
+            continue
+        try:
+            with filesystem.open_input_stream(info.path) as f:
+                states = pickle.loads(f.read())  # Tune's own file, as trusted as its restore
+        except Exception:  # noqa: BLE001
+            continue  # being written, or from another Ray version: the next snapshot will tell
+        for state in (states or {}).values():
+            if isinstance(state, dict) and isinstance(state.get(SNAPSHOT_KEY), int):
+                highest = max(highest, state[SNAPSHOT_KEY])
+    return highest
 
 
 def storage_bytes(uri: str) -> int | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -124,3 +125,71 @@ def test_keep_checkpoints_leaves_what_it_says(ray_two_cpus, tmp_path, keep: str,
         assert Path(named).is_file() and Path(named).parent.parent.name == best_dir
     line = format_storage(plan)
     assert line.startswith("storage: ") and f"--keep-checkpoints {keep}" in line
+
+
+def named_by_state_on_storage(experiment: Path) -> dict[str, str] | None:
+    """Trial id -> the checkpoint that the experiment state on storage names (what ``--resume``
+    restores each trial from); None while the file is absent or being written."""
+    import json
+
+    from ray.tune.trainable.metadata import _TrainingRunMetadata
+
+    files = sorted(experiment.glob("experiment_state-*.json"))
+    try:
+        state = json.loads(files[-1].read_text())
+    except (IndexError, ValueError, OSError):
+        return None
+    named = {}
+    for trial_json, metadata_json in state["trial_data"]:
+        manager = _TrainingRunMetadata.from_json_state(metadata_json).checkpoint_manager
+        latest = manager.latest_checkpoint_result if manager else None
+        if latest is not None:
+            named[json.loads(trial_json)["trial_id"]] = latest.checkpoint.path
+    return named
+
+
+def test_older_checkpoints_go_while_trials_run_and_the_state_on_storage_never_names_a_gone_one(
+    ray_two_cpus, tmp_path, monkeypatch
+) -> None:
+    """Tune keeps every checkpoint (so it forces no experiment snapshot per checkpoint), and
+    DropSupersededCheckpoints deletes a trial's older ones once the state on storage names a
+    newer one. Watched at every step of a real search: whatever state is on storage names
+    checkpoints that exist, and a running trial does lose its older ones."""
+    from ray import tune
+
+    from miles_tune import storage
+
+    monkeypatch.setattr(storage, "SNAPSHOT_PERIOD_S", 0.2)  # several snapshots in a short search
+    seen = {"states": 0, "named": 0, "gone": [], "dropped_while_running": set(), "most_on_disk": 0}
+    experiment = tmp_path / "ray" / "drops"
+
+    class Watch(tune.Callback):
+        def on_step_end(self, iteration, trials, **info):  # noqa: ANN001
+            named = named_by_state_on_storage(experiment)
+            if named is None:
+                return
+            seen["states"] += 1
+            for path in named.values():
+                seen["named"] += 1
+                if not Path(path).is_dir():  # asserted after the search (Tune would catch it here)
+                    seen["gone"].append(path)
+            for trial in trials:
+                on_disk = sorted((experiment / f"trial_{trial.trial_id}").glob("checkpoint_*"))
+                seen["most_on_disk"] = max(seen["most_on_disk"], len(on_disk))
+                if trial.status == "RUNNING" and on_disk and on_disk[0].name != "checkpoint_000000":
+                    seen["dropped_while_running"].add(trial.trial_id)
+
+    args = search_args(
+        tmp_path, "--searcher", "random", "--num-samples", "2", "--cpus-per-trial", "1",
+        "--set", "epochs=40", "--name", "drops", tracking=False,
+    )  # fmt: skip
+    plan = plan_search(args)
+    results = run_search(plan, extra_callbacks=[Watch()])
+    assert results.num_errors == 0
+    assert seen["states"] > 5 and seen["named"] > 5, seen
+    assert seen["gone"] == [], "the state on storage named a checkpoint already deleted"
+    assert seen["dropped_while_running"], f"no trial lost an older checkpoint while it ran: {seen}"
+    assert seen["most_on_disk"] < 40, seen  # not every epoch's checkpoint piled up
+    # once the search has finished: the last checkpoint of each trial alone, as --keep-checkpoints had it
+    assert sorted(len(list(t.glob("checkpoint_*"))) for t in experiment.glob("trial_*")) == [1, 1]
+    assert "TUNE_GLOBAL_CHECKPOINT_S" not in os.environ  # Tune's settings are put back after fit()
