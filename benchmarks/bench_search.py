@@ -9,7 +9,8 @@
    the per-trial overhead on a reused worker (last report of one trial to the first epoch of
    the next, from the trials' own ``reported_at``; target <= 0.5 s), the set-up of a trial
    (first on a worker and later ones), the same search with MLflow on against off (target
-   <= 1.10), and what a fresh worker pays once (imports, dataset, Ray's start).
+   <= 1.10), what a fresh worker pays once (imports, dataset, Ray's start), and the CPU
+   seconds of every timed process by kind (the driver, the trial workers, Ray's own).
 2. ASHA: the same random-search configurations with and without ASHA; trial-epochs spent
    and the best validation metric found, plus the trial-epochs the full search needed to
    first reach ASHA's best.
@@ -60,14 +61,67 @@ THROUGHPUT_TRIALS = 16
 THROUGHPUT_SETTINGS = ["--set", "epochs=20", "--set", "data.n_train=20000", "--set", "data.form=vector"]
 
 
+#: CPU seconds of each timed process and everything it started, by kind (see :class:`SessionCPU`)
+CPU_SECONDS: list[dict[str, float | str]] = []
+
+
+class SessionCPU:
+    """The CPU seconds (user + system) of every process in one session, by kind: the process
+    itself (``driver``), Ray's trial workers (``trials``: ``ray::...Trainable...``) and the
+    rest (``ray``: GCS, raylet, dashboard, agents, log monitor, idle workers). Read from
+    ``/proc`` every 0.2 s, keeping each process's last reading, so a process that lives less
+    than that, or the CPU of one's last 0.2 s, can be missed. Linux only (else empty)."""
+
+    def __init__(self, pid: int) -> None:
+        import threading
+
+        self.pid, self.last = pid, {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.poll, daemon=True)
+        self.thread.start()
+
+    def poll(self) -> None:
+        tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        while True:
+            for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
+                if not entry.isdigit():
+                    continue
+                try:
+                    stat = Path(f"/proc/{entry}/stat").read_text()
+                    fields = stat[stat.rfind(")") + 2 :].split()
+                    if int(fields[3]) != self.pid:  # its session: the timed process started it
+                        continue
+                    cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+                    self.last[int(entry)] = ((int(fields[11]) + int(fields[12])) / tick, cmd)
+                except (OSError, IndexError, ValueError):
+                    continue
+            if self.stop.wait(0.2):
+                return
+
+    def finish(self) -> dict[str, float]:
+        self.stop.set()
+        self.thread.join()
+        kinds = {"driver": 0.0, "trials": 0.0, "ray": 0.0}
+        for pid, (seconds, cmd) in self.last.items():
+            trial = cmd.startswith("ray::") and "Trainable" in cmd
+            kinds["driver" if pid == self.pid else "trials" if trial else "ray"] += seconds
+        return {**kinds, "total": sum(kinds.values())}
+
+
 def timed_process(argv: list[str], log: Path) -> float:
-    """Wall seconds of a whole Python process (start-up, imports and Ray's start included)."""
+    """Wall seconds of a whole Python process (start-up, imports and Ray's start included); its
+    CPU seconds, with those of the processes it started, go to :data:`CPU_SECONDS`."""
     import subprocess
 
     started = time.perf_counter()
     with log.open("w") as out:
-        code = subprocess.call([sys.executable, *argv], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, *argv], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        cpu = SessionCPU(proc.pid)
+        code = proc.wait()
     seconds = time.perf_counter() - started
+    CPU_SECONDS.append({"process": log.stem, "wall": seconds, **cpu.finish()})
     if code != 0:
         raise SystemExit(f"{' '.join(argv[:3])} failed (exit {code}); see {log}")
     return seconds
@@ -256,6 +310,7 @@ def throughput(tmp: Path, trials: int, pairs: int) -> dict:
         "ratio_mlflow_on_vs_off": mlflow_ratio,
         "between_trials": [time_between_trials(r) for r in runs],
         "between_trials_mlflow": [time_between_trials(r) for r in runs_mlflow],
+        "cpu_seconds": list(CPU_SECONDS),  # every timed process: driver, trial workers, Ray's own
         "start_up": start_up_costs(),
         "targets": {
             "ratio_search_vs_in_process": 0.65,
@@ -329,6 +384,11 @@ def main(argv: list[str] | None = None) -> int:
                       f"{b['setup_later_trials_s']:.3f} s later; first trial started "
                       f"{b['process_start_to_first_trial_s']:.1f} s after the process, the process ended "
                       f"{b['last_report_to_exit_s']:.1f} s after the last report")  # fmt: skip
+        print("\n| process | wall s | CPU s: driver | trial workers | Ray's own | total |")
+        print("|---|---|---|---|---|---|")
+        for c in t.get("cpu_seconds", []):
+            cells = [c["wall"], c["driver"], c["trials"], c["ray"], c["total"]]
+            print(f"| {c['process']} | " + " | ".join(f"{x:.1f}" for x in cells) + " |")
         print(f"once per fresh worker: imports {u['imports_s']:.2f} s, dataset {u['dataset_s']:.2f} s; "
               f"Ray's start {u['ray_start_s']:.2f} s")  # fmt: skip
     if "asha" in out and "asha" in args.sections:
