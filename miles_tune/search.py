@@ -782,6 +782,7 @@ def make_superseded_dropper():  # noqa: ANN201 -> tune.Callback
             self.latest: dict[str, Any] = {}  # trial id -> its newest checkpoint
             self.marks: dict[int, dict[str, Any]] = {}  # snapshot -> trial id -> newest checkpoint then
             self.where: tuple[Any, str] | None = None  # the experiment folder: (file system, path)
+            self.done: dict[str, str] = {}  # trial id -> the checkpoint whose older ones are gone
 
         def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):  # noqa: ANN001
             self.latest[trial.trial_id] = checkpoint
@@ -802,8 +803,10 @@ def make_superseded_dropper():  # noqa: ANN201 -> tune.Callback
             on_storage = landed_snapshot(*self.where)
             if on_storage <= self.landed:
                 return
-            for checkpoint in self.marks.get(self.landed, {}).values():
-                drop_superseded(checkpoint)
+            for trial_id, checkpoint in self.marks.get(self.landed, {}).items():
+                if self.done.get(trial_id) != checkpoint.path:  # an ended trial's folder: listed once
+                    drop_superseded(checkpoint)
+                    self.done[trial_id] = checkpoint.path
             self.landed = on_storage
             self.marks = {n: m for n, m in self.marks.items() if n >= on_storage}
 

@@ -36,6 +36,10 @@ KEEP_CHECKPOINTS = ("best", "all", "none")
 #: the user sets wins): a superseded checkpoint lives about two periods
 SNAPSHOT_PERIOD_S = 2.0
 
+#: where the search's checkpoint dropper numbers Tune's experiment snapshots: its callback state,
+#: which Tune saves and uploads with each snapshot
+SNAPSHOT_KEY = "miles_tune.snapshot"
+
 
 def remove_files(checkpoint: Any, names: tuple[str, ...]) -> None:  # checkpoint: ray.tune.Checkpoint
     """Delete ``names`` from a Tune checkpoint on its own file system. A file already gone is
@@ -74,25 +78,17 @@ def older_checkpoints(checkpoint: Any) -> list[Any]:
     ]
 
 
-def drop_superseded(checkpoint: Any) -> int:
+def drop_superseded(checkpoint: Any) -> None:
     """Delete, whole, the ``checkpoint_*`` folders a trial wrote before ``checkpoint`` (Tune names
-    them ``checkpoint_000012``, so names sort as they were written); newer ones stay. Returns how
-    many went. Failures are logged, never raised."""
+    them ``checkpoint_000012``, so names sort as they were written); newer ones stay. Failures
+    are logged, never raised."""
     own = checkpoint.path.rstrip("/").rsplit("/", 1)[-1]
-    dropped = 0
     for old in older_checkpoints(checkpoint):
         if old.path.rstrip("/").rsplit("/", 1)[-1] < own:
             try:
                 old.filesystem.delete_dir(old.path)
-                dropped += 1
             except Exception as exc:  # noqa: BLE001
                 log.warning("cannot delete %s (%s)", old.path, str(exc).splitlines()[0] if str(exc) else exc)
-    return dropped
-
-
-#: the key under which :class:`~miles_tune.search` 's checkpoint dropper numbers Tune's experiment
-#: snapshots (its callback state, saved with each snapshot)
-SNAPSHOT_KEY = "miles_tune.snapshot"
 
 
 def landed_snapshot(filesystem: Any, experiment_path: str) -> int:
