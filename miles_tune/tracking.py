@@ -495,12 +495,16 @@ class TrialRun:
             )
             run = found[0] if found else None
         tags = non_empty(spec.tags)
-        if run is None:
+        if run is None:  # a new run: its params now, and it holds no epoch yet
             run = c.create_run(
                 spec.experiment_id,
                 run_name=spec.run_name,
                 tags={"mlflow.parentRunId": spec.parent_run_id, TRIAL_TAG: spec.trial_id, **tags},
             )
+            self.run_id = run.info.run_id
+            _log_params(c, self.run_id, run_params(spec.searched, spec.config))
+            self.lr_params, self.lr_lines, self.logged_through = False, set(), -1
+            return
         self.run_id = run.info.run_id
         if SYNCED_TAG in run.data.tags:
             self.synced = True
