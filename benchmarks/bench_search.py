@@ -11,11 +11,14 @@
    (first on a worker and later ones), the same search with MLflow on against off, run next
    to each other (target <= 1.10), what a fresh worker pays once (imports, dataset, Ray's start), and the CPU
    seconds of every timed process by kind (the driver, the trial workers, Ray's own).
-2. ASHA: the same random-search configurations with and without ASHA; trial-epochs spent
+2. Tracking: MLflow on against off alone, the same search in adjacent pairs (alternating
+   which goes first), for more pairs than the throughput rounds give.
+3. ASHA: the same random-search configurations with and without ASHA; trial-epochs spent
    and the best validation metric found, plus the trial-epochs the full search needed to
    first reach ASHA's best.
 
-    python benchmarks/bench_search.py [--sections throughput asha] [--out benchmarks/results/search.json]
+    python benchmarks/bench_search.py [--sections throughput tracking asha]
+        [--out benchmarks/results/search.json]
 """
 
 from __future__ import annotations
@@ -67,15 +70,15 @@ CPU_SECONDS: list[dict[str, float | str]] = []
 
 class SessionCPU:
     """The CPU seconds (user + system) of every process in one session, by kind: the process
-    itself (``driver``), Ray's trial workers (``trials``: ``ray::...Trainable...``) and the
-    rest (``ray``: GCS, raylet, dashboard, agents, log monitor, idle workers). Read from
+    itself (``driver``), Ray's trial workers (``trials``: named ``ray::...Trainable...`` at
+    any reading) and the rest (``ray``: GCS, raylet, dashboard, agents, log monitor, idle workers). Read from
     ``/proc`` every 0.2 s, keeping each process's last reading, so a process that lives less
     than that, or the CPU of one's last 0.2 s, can be missed. Linux only (else empty)."""
 
     def __init__(self, pid: int) -> None:
         import threading
 
-        self.pid, self.last = pid, {}
+        self.pid, self.last, self.trial_pids = pid, {}, set()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.poll, daemon=True)
         self.thread.start()
@@ -92,7 +95,9 @@ class SessionCPU:
                     if int(fields[3]) != self.pid:  # its session: the timed process started it
                         continue
                     cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-                    self.last[int(entry)] = ((int(fields[11]) + int(fields[12])) / tick, cmd)
+                    self.last[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
+                    if cmd.startswith("ray::") and "Trainable" in cmd:  # a worker renames itself
+                        self.trial_pids.add(int(entry))  # (ray::IDLE once its trials are done)
                 except (OSError, IndexError, ValueError):
                     continue
             if self.stop.wait(0.2):
@@ -102,9 +107,8 @@ class SessionCPU:
         self.stop.set()
         self.thread.join()
         kinds = {"driver": 0.0, "trials": 0.0, "ray": 0.0}
-        for pid, (seconds, cmd) in self.last.items():
-            trial = cmd.startswith("ray::") and "Trainable" in cmd
-            kinds["driver" if pid == self.pid else "trials" if trial else "ray"] += seconds
+        for pid, seconds in self.last.items():
+            kinds["driver" if pid == self.pid else "trials" if pid in self.trial_pids else "ray"] += seconds
         return {**kinds, "total": sum(kinds.values())}
 
 
@@ -337,6 +341,39 @@ def throughput(tmp: Path, trials: int, pairs: int) -> dict:
     }
 
 
+def tracking(tmp: Path, trials: int, pairs: int) -> dict:
+    """MLflow on against off alone, in more pairs than the throughput rounds give: the same
+    search (as :func:`throughput`'s) with ``--tracking-uri`` a sqlite store and with
+    ``--no-tracking``, next to each other, in turn first (on, off, off, on, ...). On a shared
+    VM one pair's ratio moves by ±10 % with the machine, about MLflow's whole cost here."""
+    import statistics
+
+    store = f"sqlite:///{tmp / 'tracking.db'}"
+    new_store_s = create_store(store)
+    seconds: dict[str, list[float]] = {"on": [], "off": []}
+    cpu: dict[str, list[dict]] = {"on": [], "off": []}
+    for i in range(pairs):
+        for side in ("on", "off") if i % 2 == 0 else ("off", "on"):
+            extra = ("--tracking-uri", store) if side == "on" else ("--no-tracking",)
+            s, _ = search_process(tmp, f"tracking-{side}-{i}", trials, *extra)
+            seconds[side].append(s)
+            cpu[side].append(CPU_SECONDS[-1])
+    ratios = [a / b for a, b in zip(seconds["on"], seconds["off"], strict=True)]
+    return {
+        "trials": trials,
+        "settings": " ".join(THROUGHPUT_SETTINGS),
+        "mlflow_on_s": seconds["on"],
+        "mlflow_off_s": seconds["off"],
+        "ratios_mlflow_on_vs_off": ratios,
+        "ratio_mlflow_on_vs_off": statistics.median(ratios),
+        "ratio_mlflow_on_vs_off_mean": statistics.mean(ratios),
+        "cpu_seconds_on": cpu["on"],
+        "cpu_seconds_off": cpu["off"],
+        "new_store_s": new_store_s,
+        "target": 1.10,
+    }
+
+
 def trial_epochs(results) -> list[tuple[int, float]]:  # noqa: ANN001
     """(epochs run, best val metric) per trial, in trial order."""
     rows = []
@@ -348,9 +385,11 @@ def trial_epochs(results) -> list[tuple[int, float]]:  # noqa: ANN001
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sections", nargs="+", default=["throughput", "asha"], choices=["throughput", "asha"])
+    p.add_argument("--sections", nargs="+", default=["throughput", "asha"],
+                   choices=["throughput", "tracking", "asha"])  # fmt: skip
     p.add_argument("--trials", type=int, default=THROUGHPUT_TRIALS)
     p.add_argument("--pairs", type=int, default=2, help="search/in-process pairs, alternating order")
+    p.add_argument("--tracking-pairs", type=int, default=4, help="MLflow on/off pairs, alternating order")
     p.add_argument("--asha-trials", type=int, default=16)
     p.add_argument("--asha-epochs", type=int, default=20)
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "search.json")
@@ -368,6 +407,8 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(d)
         if "throughput" in args.sections:
             out["throughput"] = throughput(tmp, args.trials, args.pairs)
+        if "tracking" in args.sections:
+            out["tracking"] = tracking(tmp, args.trials, args.tracking_pairs)
         if "asha" in args.sections:
             out["asha"] = asha(tmp, args.asha_trials, args.asha_epochs)
     out["machine"]["load_average_end"] = os.getloadavg()
@@ -409,6 +450,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"once per fresh worker: imports {u['imports_s']:.2f} s, dataset {u['dataset_s']:.2f} s; "
               f"Ray's start {u['ray_start_s']:.2f} s; a new MLflow store "
               f"{t.get('new_store_s', float('nan')):.2f} s, once (before the rounds)")  # fmt: skip
+    if "tracking" in args.sections:
+        t = out["tracking"]
+        print("\n| pair | MLflow on s | off s | on / off | CPU s on (driver, trials, Ray) | off |")
+        print("|---|---|---|---|---|---|")
+        for i, (on, off, r, con, coff) in enumerate(
+            zip(
+                t["mlflow_on_s"],
+                t["mlflow_off_s"],
+                t["ratios_mlflow_on_vs_off"],
+                t["cpu_seconds_on"],
+                t["cpu_seconds_off"],
+                strict=True,
+            )
+        ):
+            kinds = [f"{c['driver']:.1f}, {c['trials']:.1f}, {c['ray']:.1f}" for c in (con, coff)]
+            print(f"| {i} | {on:.1f} | {off:.1f} | {r:.3f} | {kinds[0]} | {kinds[1]} |")
+        print(f"MLflow on / off: median **{t['ratio_mlflow_on_vs_off']:.3f}**, mean "
+              f"{t['ratio_mlflow_on_vs_off_mean']:.3f} (target <= 1.10); "
+              f"a new store {t['new_store_s']:.2f} s, once")  # fmt: skip
     if "asha" in out and "asha" in args.sections:
         a = out["asha"]
         print(f"\nASHA over {a['trials']} trials (max {a['max_epochs']} epochs): "
