@@ -411,6 +411,8 @@ def main(argv: list[str] | None = None) -> int:
             out["tracking"] = tracking(tmp, args.trials, args.tracking_pairs)
         if "asha" in args.sections:
             out["asha"] = asha(tmp, args.asha_trials, args.asha_epochs)
+    for section in args.sections:  # a later run of other sections keeps this one's command
+        out[section]["command"] = out["command"]
     out["machine"]["load_average_end"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2))
