@@ -280,8 +280,8 @@ def throughput(tmp: Path, trials: int, pairs: int) -> dict:
     limit) and the search with MLflow on (sqlite). The order of a round reverses every other
     round, because the machine's load drifts: the two searches of an MLflow ratio run next to
     each other, in turn first, so that a slow stretch does not fall on one side. The MLflow
-    store is created before the first round (a new store costs its first search ~3.5 s once,
-    reported apart as ``new_store_s``): every round measures the same thing. Ratios are
+    store is created before the first round (what a new store costs its first search, once,
+    is reported apart as ``new_store_s``): every round measures the same thing. Ratios are
     medians of the per-round ratios."""
     import statistics
 

@@ -495,16 +495,13 @@ class TrialRun:
             )
             run = found[0] if found else None
         tags = non_empty(spec.tags)
-        if run is None:  # a new run: its params now, and it holds no epoch yet
+        created = run is None
+        if created:
             run = c.create_run(
                 spec.experiment_id,
                 run_name=spec.run_name,
                 tags={"mlflow.parentRunId": spec.parent_run_id, TRIAL_TAG: spec.trial_id, **tags},
             )
-            self.run_id = run.info.run_id
-            _log_params(c, self.run_id, run_params(spec.searched, spec.config))
-            self.lr_params, self.lr_lines, self.logged_through = False, set(), -1
-            return
         self.run_id = run.info.run_id
         if SYNCED_TAG in run.data.tags:
             self.synced = True
@@ -520,7 +517,7 @@ class TrialRun:
         self.lr_lines = {k[3:] for k in run.data.metrics if k.startswith("lr/")}
         if run.info.status != "RUNNING":
             c.update_run(self.run_id, status="RUNNING")
-        history = c.get_metric_history(self.run_id, "epoch")
+        history = [] if created else c.get_metric_history(self.run_id, "epoch")  # a new run holds none
         self.logged_through = max((int(m.step) for m in history), default=-1)
 
 
