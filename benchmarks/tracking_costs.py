@@ -8,7 +8,9 @@ thread's CPU clock. Then, for ``--trials`` runs in a real sqlite store, what a t
 with MLflow (:class:`miles_tune.tracking.TrialRun`), each part timed the same way:
 
 - ``connect``: find the trial's run (none), create it with its tags, log its ~200 params;
-- ``epochs``: the 20 per-epoch syncs (one ``log_batch`` of the record's ~80 metrics each);
+- ``epochs``: the 20 per-epoch syncs, as a search makes them: epochs wait until they hold
+  ``tracking.SYNC_EVERY_S`` of training, then go in one ``log_batch`` (~80 metrics per epoch);
+  ``epochs_each`` is the same with every epoch logged at once (``sync_every_s=0``, as under PBT);
 - ``close``: the end of the run, done in a background thread of the worker: ``history.parquet``,
   ``summary.json``, the utilisation figure (``figure`` is its rendering alone), final tags and
   status.
@@ -62,19 +64,24 @@ def one_run(uri: str, experiment_id: str, parent: str, i: int, trial: tuple, png
     from miles_tune.plots import utilisation_figure
 
     records, summary, config = trial
-    spec = tracking.RunSpec(
-        uri, experiment_id, parent, f"trial-{i}", f"run-{i}", config=config,
-        searched={"lr": config["lr"]}, selection="val/mm/acc", tags=tracking.source_tags(),
-    )  # fmt: skip
-    run = tracking.TrialRun(spec)
     costs: dict[str, float] = {}
-    started = time.thread_time()
-    assert run.sync([])
-    costs["connect"] = time.thread_time() - started
-    started = time.thread_time()
-    for n in range(1, len(records) + 1):
-        assert run.sync(records[:n])
-    costs["epochs"] = time.thread_time() - started
+    for part, every in (("epochs_each", 0.0), ("epochs", tracking.SYNC_EVERY_S)):
+        spec = tracking.RunSpec(
+            uri, experiment_id, parent, f"trial-{i}-{part}", f"run-{i}", config=config,
+            searched={"lr": config["lr"]}, selection="val/mm/acc", tags=tracking.source_tags(),
+            sync_every_s=every,
+        )  # fmt: skip
+        run = tracking.TrialRun(spec)
+        started = time.thread_time()
+        assert run.sync([])
+        costs["connect"] = time.thread_time() - started
+        started, calls = time.thread_time(), 0
+        for n in range(1, len(records) + 1):
+            before = run.logged_through
+            assert run.sync(records[:n])
+            calls += run.logged_through != before
+        costs[part] = time.thread_time() - started
+        costs[f"{part}_calls"] = calls
     started = time.thread_time()
     assert run.sync(records, status="FINISHED", summary=summary, tags={"closed_by": "trial"}, force=True)
     costs["close"] = time.thread_time() - started
@@ -100,8 +107,9 @@ def main(argv: list[str] | None = None) -> int:
         parent = tracking.start_parent_run(uri, experiment_id, "costs", {}, {})
         trial, png = (records, summary, config), Path(d) / "utilisation.png"
         runs = [one_run(uri, experiment_id, parent, i, trial, png) for i in range(args.trials)]
-    parts = ("connect", "epochs", "close", "figure")
+    parts = ("connect", "epochs_each", "epochs", "close", "figure")
     median = {k: statistics.median(r[k] for r in runs) for k in parts}
+    calls = {k: statistics.median(r[f"{k}_calls"] for r in runs) for k in ("epochs_each", "epochs")}
     total = median["connect"] + median["epochs"] + median["close"]  # (the figure is part of close)
     out = {
         "command": "python benchmarks/tracking_costs.py " + " ".join(argv or sys.argv[1:]),
@@ -111,7 +119,11 @@ def main(argv: list[str] | None = None) -> int:
         "train_cpu_s": train_cpu,
         "runs_cpu_s": runs,
         "median_cpu_s": median,
+        "sync_every_s": tracking.SYNC_EVERY_S,
+        "epoch_seconds_mean": statistics.mean(r.epoch_seconds for r in records),
+        "epoch_syncs_that_logged": calls,
         "per_epoch_sync_cpu_s": median["epochs"] / len(records),
+        "per_epoch_sync_cpu_s_each": median["epochs_each"] / len(records),
         "share_of_training": {k: v / train_cpu for k, v in median.items()},
         "total_share_of_training": total / train_cpu,
     }
@@ -124,8 +136,13 @@ def main(argv: list[str] | None = None) -> int:
         each = ", ".join(f"{r[k]:.3f}" for r in runs)
         print(f"| {k} | {median[k]:.3f} ({each}) | {median[k] / train_cpu:.1%} |")
     print(f"| total (connect + epochs + close) | {total:.3f} | **{total / train_cpu:.1%}** |")
-    per_epoch_ms = out["per_epoch_sync_cpu_s"] * 1000
-    print(f"per-epoch sync: {per_epoch_ms:.1f} ms CPU ({out['metrics_per_epoch']} metrics)")
+    each_ms, ms = out["per_epoch_sync_cpu_s_each"] * 1000, out["per_epoch_sync_cpu_s"] * 1000
+    print(
+        f"per epoch ({out['metrics_per_epoch']} metrics, {out['epoch_seconds_mean']:.2f} s of training): "
+        f"{ms:.1f} ms CPU when epochs wait for {tracking.SYNC_EVERY_S:g} s of training "
+        f"({calls['epochs']:.0f} log_batch calls), {each_ms:.1f} ms when each is logged at once "
+        f"({calls['epochs_each']:.0f} calls)"
+    )
     return 0
 
 

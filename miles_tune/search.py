@@ -1027,6 +1027,8 @@ def run_search(plan: SearchPlan, extra_callbacks: list | None = None):  # noqa: 
                 "experiment_id": experiment_id,
                 "parent_run_id": parent_run_id,
                 "tags": tags,
+                # PBT's exploit may retire a trial's run after any epoch: each is logged at once
+                "sync_every_s": 0.0 if args.scheduler == "pbt" else tracking.SYNC_EVERY_S,
             }
 
         trainable = tune.with_resources(

@@ -51,6 +51,10 @@ BOUNDED_HTTP = {
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
 }
 RETRY_DELAYS = (10.0, 30.0, 60.0, 120.0, 300.0)  # seconds a trial waits before trying MLflow again
+#: A trial's epochs wait to be logged together until they hold this many seconds of training
+#: (one epoch that long is logged at once). MLflow's SQL store pays most of a ``log_batch`` per
+#: call, not per metric, so epochs of a fraction of a second are logged a few at a time.
+SYNC_EVERY_S = 2.0
 
 
 def default_tracking_uri() -> str:
@@ -297,11 +301,17 @@ def _log_params(c, run_id: str, params: dict[str, str]) -> None:
         c.log_batch(run_id, params=items[i : i + 100])
 
 
-def _log_metrics(c, run_id: str, values: dict[str, float], step: int) -> None:
+def _metrics(values: dict[str, Any], step: int, timestamp_ms: int) -> list:  # -> list[mlflow Metric]
     from mlflow.entities import Metric
 
-    now = int(time.time() * 1000)
-    items = [Metric(k, float(v), now, step) for k, v in values.items() if isinstance(v, (int, float))]
+    return [Metric(k, float(v), timestamp_ms, step) for k, v in values.items() if isinstance(v, (int, float))]
+
+
+def _log_metrics(c, run_id: str, values: dict[str, float], step: int) -> None:
+    _log_batches(c, run_id, _metrics(values, step, int(time.time() * 1000)))
+
+
+def _log_batches(c, run_id: str, items: list) -> None:  # noqa: ANN001
     for i in range(0, len(items), MAX_BATCH):
         c.log_batch(run_id, metrics=items[i : i + MAX_BATCH])
 
@@ -319,6 +329,9 @@ class RunSpec:
     searched: dict[str, Any] = field(default_factory=dict)  # what the searcher sampled
     selection: str | None = None  # the flat key that selects the best epoch, e.g. "val/mm/acc"
     tags: dict[str, str] = field(default_factory=dict)
+    #: epochs wait to be logged together until they hold this many seconds of training (0: each
+    #: at once). PBT needs 0: its exploit retires a trial's run without the trial's own history.
+    sync_every_s: float = 0.0
 
 
 class TrialRun:
@@ -329,6 +342,10 @@ class TrialRun:
     run is its best epoch's, in the runs table and in charts). A group's learning rate gets a
     metric line only once it moves, with its earlier epochs filled in: constant rates are not
     drawn as flat lines. A starting rate other than α (the param ``lr``) is a param ``lr/<group>``.
+
+    Short epochs are logged a few at a time, in one ``log_batch`` per sync, once they hold
+    ``spec.sync_every_s`` of training; each metric keeps the time its epoch was first seen.
+    Whoever ends the run (the trial, or the driver from the trial's checkpoint) logs the rest.
     """
 
     def __init__(self, spec: RunSpec, run_id: str | None = None) -> None:
@@ -340,6 +357,7 @@ class TrialRun:
         self.retry_at = 0.0
         self.lr_lines: set[str] = set()  # groups whose rate moved: logged as metric lines
         self.lr_params = False  # the starting rates are logged as params
+        self.seen_ms: dict[int, int] = {}  # epoch -> when this process first saw it (its metrics' time)
 
     def sync(
         self,
@@ -354,11 +372,15 @@ class TrialRun:
         """Log every record past the last logged epoch; with ``status``, also the artifacts
         (history, summary, figure), ``tags`` and the error tag, then end the run.
 
-        Returns True when the run is up to date. On failure it warns, returns False and waits
-        (10 s, then longer, up to 5 min) before it contacts MLflow again, unless ``force``.
+        Returns True when the run is up to date, or its new epochs wait for a later sync (they
+        hold less than ``spec.sync_every_s`` of training). On failure it warns, returns False and
+        waits (10 s, then longer, up to 5 min) before it contacts MLflow again, unless ``force``.
         """
         if self.synced or (not force and time.monotonic() < self.retry_at):
             return self.synced
+        self._stamp(records)
+        if status is None and not force and self._may_wait(records):
+            return True
         try:
             c = client(self.spec.tracking_uri)
             self._connect(c)
@@ -442,39 +464,55 @@ class TrialRun:
                 first_line(exc),
             )
 
+    def _stamp(self, records: list[EpochRecord]) -> None:
+        now = int(time.time() * 1000)
+        for record in records:
+            self.seen_ms.setdefault(record.epoch, now)
+
+    def _may_wait(self, records: list[EpochRecord]) -> bool:
+        """Connected, and the epochs not yet logged hold less than ``sync_every_s`` of training."""
+        if self.logged_through is None:
+            return False  # first contact: the run exists (and its id is checkpointed) from the start
+        pending = sum(r.epoch_seconds for r in records if r.epoch > self.logged_through)
+        return pending < self.spec.sync_every_s
+
     def _log_epochs(self, c, records: list[EpochRecord]) -> None:  # noqa: ANN001
-        selection, best = self.spec.selection, None
+        """Every record past the last logged epoch, in one ``log_batch`` (more past 1000 metrics)."""
+        selection, best, items, last = self.spec.selection, None, [], self.logged_through
         for record in records:
             improved = selection is not None and is_better(record, best, selection)
             best = record if improved else best
             if record.epoch <= self.logged_through:
                 continue
-            values = self._epoch_values(c, records, record)
+            stamp = self.seen_ms.get(record.epoch) or int(time.time() * 1000)
+            values = self._epoch_values(c, records, record, items)
             if improved:
                 values.update(best_metrics(record, selection))
-            _log_metrics(c, self.run_id, values, step=record.epoch)
-            self.logged_through = record.epoch
+            items += _metrics(values, record.epoch, stamp)
+            last = record.epoch
+        _log_batches(c, self.run_id, items)
+        self.logged_through = last
 
-    def _epoch_values(self, c, records: list[EpochRecord], record: EpochRecord) -> dict[str, float]:  # noqa: ANN001
-        """The record's flat metrics, learning rates only for groups whose rate has moved."""
+    def _epoch_values(
+        self,
+        c,
+        records: list[EpochRecord],
+        record: EpochRecord,
+        items: list,  # noqa: ANN001
+    ) -> dict[str, float]:
+        """The record's flat metrics, learning rates only for groups whose rate has moved (a
+        rate's line starts with its earlier epochs, added to ``items``)."""
         start, alpha = records[0].lr, self.spec.config.get("lr")
         if not self.lr_params:  # a rate that starts at α is already the param `lr`
             _log_params(c, self.run_id, {f"lr/{g}": str(v) for g, v in start.items() if v != alpha})
             self.lr_params = True
         moved = {g for g, v in record.lr.items() if g not in self.lr_lines and v != start.get(g)}
         if moved:  # a new line: its earlier epochs first, so the chart starts at epoch 0
-            from mlflow.entities import Metric
-
             now = int(time.time() * 1000)
-            earlier = [
-                Metric(f"lr/{g}", float(r.lr[g]), now, r.epoch)
-                for r in records
-                if r.epoch < record.epoch
-                for g in sorted(moved)
-                if g in r.lr
-            ]
-            for i in range(0, len(earlier), MAX_BATCH):
-                c.log_batch(self.run_id, metrics=earlier[i : i + MAX_BATCH])
+            for r in records:
+                if r.epoch < record.epoch:
+                    lrs = {f"lr/{g}": r.lr[g] for g in sorted(moved) if g in r.lr}
+                    items += _metrics(lrs, r.epoch, self.seen_ms.get(r.epoch, now))
             self.lr_lines |= moved
         return {k: v for k, v in record.flat().items() if not k.startswith("lr/") or k[3:] in self.lr_lines}
 

@@ -165,6 +165,7 @@ def run_spec(
         searched=searched,
         selection=metric.removeprefix("best/") or None,
         tags={**source_tags(), **tracking.get("tags", {}), "trial_name": tune_name, **tags},
+        sync_every_s=float(tracking.get("sync_every_s", 0.0)),
     )
 
 

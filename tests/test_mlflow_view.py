@@ -8,6 +8,7 @@ import json
 import math
 import os
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -123,6 +124,31 @@ def test_constant_rates_are_params_and_a_moving_rate_gets_its_whole_line(tmp_pat
     assert got.data.metrics["best_epoch"] == 4
     assert sorted(m.step for m in c.get_metric_history(run.run_id, "epoch")) == [0, 1, 2, 3, 4]
     assert "gpu_ids" not in got.data.tags and got.data.tags["epochs_run"] == "5"
+
+
+def test_short_epochs_are_logged_together_each_at_the_time_it_was_seen(tmp_path) -> None:
+    """Epochs wait until they hold ``sync_every_s`` of training, then go in one sync; whoever
+    ends the run logs the rest. Each metric keeps the time its epoch was first seen."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracking.prepare_store(uri)
+    exp = tracking.ensure_experiment(uri, "view")
+    parent = tracking.start_parent_run(uri, exp, "s", {}, {})
+    spec = tracking.RunSpec(uri, exp, parent, "t_00001", "miles-001", {"method": "miles", "lr": 1e-3},
+                            {"lr": 1e-3}, "val/mm/acc", sync_every_s=0.35)  # fmt: skip
+    records = [record(e, 0.5 + e / 100, {"a": 1e-3}) for e in range(7)]  # 0.1 s of training each
+    c, run, logged = tracking.client(uri), tracking.TrialRun(spec), []
+    assert run.sync([])  # the run exists from the trial's start
+    for n in range(1, 8):
+        assert run.sync(records[:n])
+        logged.append(len(c.get_metric_history(run.run_id, "epoch")))
+        time.sleep(0.02)
+    assert logged == [0, 0, 0, 4, 4, 4, 4]  # epochs 0-3 hold 0.4 s ≥ 0.35 s; 4-6 hold 0.3 s
+    closer = tracking.TrialRun(spec, run_id=run.run_id)  # the driver, from the trial's checkpoint
+    assert closer.sync(records, status="FINISHED", force=True)
+    history = sorted(c.get_metric_history(run.run_id, "val/mm/acc"), key=lambda m: m.step)
+    assert [m.step for m in history] == list(range(7))
+    seen = [m.timestamp for m in history[:4]]
+    assert seen == sorted(seen) and seen[0] < seen[3]  # not one time for the four epochs
 
 
 # -- a real search ------------------------------------------------------------------------
