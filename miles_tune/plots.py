@@ -207,6 +207,9 @@ def _fmt_mult(v: float) -> str:
     return f"{v:.3g}×"
 
 
+FIGSIZE = (9.0, 8.5)  # inches
+
+
 def utilisation_figure(trace: dict[str, Any]):  # -> matplotlib.figure.Figure
     """Three panels sharing integer epoch ticks; legends sit right of the panels."""
     import matplotlib
@@ -223,7 +226,7 @@ def utilisation_figure(trace: dict[str, Any]):  # -> matplotlib.figure.Figure
     # legends right of the panels, leaving room for the final-lr labels at the lr lines' ends
     legend_kw = {"loc": "upper left", "bbox_to_anchor": (1.08, 1.0), "borderaxespad": 0.0, "fontsize": 9}
 
-    fig = Figure(figsize=(9, 8.5), layout="constrained")
+    fig = Figure(figsize=FIGSIZE)
     ax_u, ax_lr, ax_m = fig.subplots(3, 1, sharex=True)
     if trace.get("title"):
         fig.suptitle(trace["title"], fontsize=12)
@@ -307,4 +310,28 @@ def utilisation_figure(trace: dict[str, Any]):  # -> matplotlib.figure.Figure
             ax.legend(title=title, title_fontsize=9, **legend_kw)
     ax_m.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_m.set_xlim((min(x), max(x) + 1) if x else (0, 1))
+    _place_panels(fig, titled=bool(trace.get("title")))
     return fig
+
+
+def _place_panels(fig, titled: bool) -> None:  # noqa: ANN001
+    """Fixed margins in inches, the right one wide enough for the widest legend. Constrained
+    layout measured every tick label before each draw, a quarter of the figure's cost, and
+    each trial of a search renders this figure."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    width, height = fig.get_size_inches()
+    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+    widest = max((leg.get_window_extent(renderer).width / fig.dpi for leg in legends), default=0.0)
+    left, top, bottom, gap = 0.85, 0.5 if titled else 0.2, 0.55, 0.15  # inches
+    # a legend starts 8 % of the panel's width right of it (room for the lr panel's end labels)
+    panel = (width - left - widest - 0.1) / 1.08
+    n = len(fig.axes)
+    fig.subplots_adjust(
+        left=left / width,
+        right=(left + panel) / width,
+        top=1 - top / height,
+        bottom=bottom / height,
+        hspace=gap / ((height - top - bottom - gap * (n - 1)) / n),
+    )

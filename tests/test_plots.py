@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import math
 
 import pytest
@@ -264,3 +265,30 @@ def test_import_miles_tune_stays_free_of_matplotlib():
 
     code = "import sys, miles_tune, miles_tune.plots; assert 'matplotlib' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize(
+    ("modalities", "split_heads"),
+    [(["fast", "slow"], False), (["audio", "video", "text"], True), (["spectrogram", "poster_image"], True)],
+)
+def test_panels_legends_and_labels_fit_the_figure_without_overlap(modalities, split_heads):
+    """The layout is fixed margins sized by the widest legend (no constrained layout): every
+    panel with its tick labels, legend, end label and title lies inside the figure, and no
+    legend covers a panel."""
+    records = make_records(modalities, split_heads=split_heads)
+    fig = utilisation_figure(utilisation_trace(records, title="miles-003 lr=1.2e-3 tau=0.21", tau=0.2))
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    page = fig.bbox
+    inside = lambda b: b.x0 >= page.x0 and b.y0 >= page.y0 and b.x1 <= page.x1 and b.y1 <= page.y1  # noqa: E731
+    panels = [ax.get_tightbbox(renderer) for ax in fig.axes]
+    legends = [ax.get_legend().get_window_extent(renderer) for ax in fig.axes if ax.get_legend()]
+    labels = [t.get_window_extent(renderer) for ax in fig.axes for t in ax.texts]
+    assert len(legends) == 3 and labels
+    for box in [*panels, *legends, *labels, fig._suptitle.get_window_extent(renderer)]:
+        assert inside(box), box
+    frames = [ax.get_window_extent(renderer) for ax in fig.axes]
+    for legend in legends:
+        assert not any(legend.overlaps(frame) for frame in frames)
+    for upper, lower in itertools.pairwise(frames):
+        assert upper.y0 > lower.y1  # panels stacked with a gap
