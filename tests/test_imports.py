@@ -61,3 +61,24 @@ def test_imports_go_one_way() -> None:
         if node not in state:
             visit(node, [])
     assert "cli" in graph and "train" in graph["cli"] and "cli" not in graph["train"]
+
+
+def test_a_search_without_mlflow_keeps_tune_from_importing_it() -> None:
+    """Tune's usage stats import Ray's MLflow integration, which imports MLflow; a search with
+    ``--no-tracking`` loads that module with MLflow hidden (``search.keep_mlflow_out_of_tune``).
+    Ray's real callback count runs, MLflow stays out, and stays importable afterwards."""
+    code = (
+        "import sys\n"
+        "from miles_tune.search import keep_mlflow_out_of_tune\n"
+        "from ray.air._internal.usage import _count_callbacks\n"
+        "from ray.tune import Callback\n"
+        "keep_mlflow_out_of_tune()\n"
+        "class Mine(Callback): pass\n"
+        "counts = dict(_count_callbacks([Mine()]))\n"
+        "print(counts, 'mlflow' in sys.modules)\n"
+        "import mlflow\n"
+        "print(mlflow.MlflowClient.__name__)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[:2] == ["{'CustomCallback': 1} False", "MlflowClient"]
