@@ -396,8 +396,10 @@ class TrialRun:
                     _log_metrics(c, self.run_id, {"train_seconds": seconds}, step=0)
                 final = non_empty({**(tags or {}), "error": (error or "")[:5000]})
                 final[SYNCED_TAG] = "true"
-                c.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in final.items()])
+                # ended first, marked complete last: a close cut short in between (its worker
+                # stopped) leaves an ended run without the mark, which the driver completes
                 c.set_terminated(self.run_id, status=status)
+                c.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in final.items()])
                 self.synced = True
         except Exception as exc:
             delay = RETRY_DELAYS[min(self.failures, len(RETRY_DELAYS) - 1)]

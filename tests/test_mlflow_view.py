@@ -151,6 +151,40 @@ def test_short_epochs_are_logged_together_each_at_the_time_it_was_seen(tmp_path)
     assert seen == sorted(seen) and seen[0] < seen[3]  # not one time for the four epochs
 
 
+def test_a_close_cut_short_is_completed_by_the_driver(tmp_path, monkeypatch) -> None:
+    """The trial's close dies at its last step (its worker stopped): the run must not be marked
+    complete while still RUNNING, or the driver would skip it and leave it RUNNING."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracking.prepare_store(uri)
+    exp = tracking.ensure_experiment(uri, "view")
+    parent = tracking.start_parent_run(uri, exp, "s", {}, {})
+    spec = tracking.RunSpec(uri, exp, parent, "t_00001", "miles-001", {"method": "miles", "lr": 1e-3},
+                            {"lr": 1e-3}, "val/mm/acc")  # fmt: skip
+    records = [record(e, 0.5, {"a": 1e-3}) for e in range(3)]
+    real_client = tracking.client
+
+    class DiesWhenItEnds:  # the real client, whose set_terminated fails once
+        def __init__(self, uri: str) -> None:
+            self.real = real_client(uri)
+
+        def __getattr__(self, name: str):
+            return getattr(self.real, name)
+
+        def set_terminated(self, *args, **kwargs):
+            raise RuntimeError("worker stopped")
+
+    monkeypatch.setattr(tracking, "client", DiesWhenItEnds)
+    trial = tracking.TrialRun(spec)
+    assert not trial.sync(records, status="FINISHED", force=True)
+    monkeypatch.setattr(tracking, "client", real_client)
+    assert tracking.synced_trials(uri, exp, parent) == set()  # not marked complete
+    driver = tracking.TrialRun(spec, run_id=trial.run_id)
+    assert driver.sync(records, status="FINISHED", tags={"closed_by": "search"}, force=True)
+    run = real_client(uri).get_run(trial.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags[tracking.SYNCED_TAG] == "true"
+    assert tracking.synced_trials(uri, exp, parent) == {"t_00001"}
+
+
 # -- a real search ------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def asha_search(tmp_path_factory):
