@@ -486,11 +486,10 @@ class TrialRun:
             best = record if improved else best
             if record.epoch <= self.logged_through:
                 continue
-            stamp = self.seen_ms.get(record.epoch) or int(time.time() * 1000)
             values = self._epoch_values(c, records, record, items)
             if improved:
                 values.update(best_metrics(record, selection))
-            items += _metrics(values, record.epoch, stamp)
+            items += _metrics(values, record.epoch, self.seen_ms[record.epoch])  # stamped by sync
             last = record.epoch
         _log_batches(c, self.run_id, items)
         self.logged_through = last
@@ -510,11 +509,10 @@ class TrialRun:
             self.lr_params = True
         moved = {g for g, v in record.lr.items() if g not in self.lr_lines and v != start.get(g)}
         if moved:  # a new line: its earlier epochs first, so the chart starts at epoch 0
-            now = int(time.time() * 1000)
             for r in records:
                 if r.epoch < record.epoch:
                     lrs = {f"lr/{g}": r.lr[g] for g in sorted(moved) if g in r.lr}
-                    items += _metrics(lrs, r.epoch, self.seen_ms.get(r.epoch, now))
+                    items += _metrics(lrs, r.epoch, self.seen_ms[r.epoch])
             self.lr_lines |= moved
         return {k: v for k, v in record.flat().items() if not k.startswith("lr/") or k[3:] in self.lr_lines}
 
